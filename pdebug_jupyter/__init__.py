@@ -1,0 +1,13 @@
+"""pdebug-jupyter: privacy-aware model debugging for Jupyter.
+
+The data stays in a service that answers only differentially private aggregates; the
+kernel gets releases, never rows.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .client import Dataset, PdebugError, Release, Session, connect  # noqa: E402
+
+__all__ = ["Dataset", "PdebugError", "Release", "Session", "__version__", "connect"]

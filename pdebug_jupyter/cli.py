@@ -1,0 +1,56 @@
+"""``pdebug-jupyter``: serve | synth."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .policy import PolicyError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .service import serve
+
+    serve(args.policy, args.host, args.port, local=args.local)
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from .synth import make_loans
+
+    files = make_loans(args.rows, args.seed, args.out, problems=not args.no_problems)
+    print(f"wrote {files.data}, {files.policy} and {files.canaries}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pdebug-jupyter", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the privacy service for a policy file")
+    s.add_argument("--policy", required=True, help="policy TOML file")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    s.add_argument("--local", action="store_true",
+                   help="add the session user whose token is in $PDEBUG_LOCAL_TOKEN (connect())")
+    s.set_defaults(run=_serve)
+    g = sub.add_parser("synth", help="write synthetic loans data and a matching policy")
+    g.add_argument("--rows", type=int, default=50_000)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", default="demo-data")
+    g.add_argument("--no-problems", action="store_true", help="no planted model problems")
+    g.set_defaults(run=_synth)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except PolicyError as exc:
+        print(f"pdebug-jupyter: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Query execution where the data lives (DuckDB by default), with contribution bounding.
+
+Only aggregate tables are materialised in Python. Contribution bounding (rule 8) is proven
+or enforced once per dataset version, never per query: either the privacy unit is shown to
+appear at most ``max_rows_per_unit`` times, or a bounded copy is written once and read from
+then on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import ibis
+import numpy as np
+
+from ..policy import DatasetPolicy, Policy
+from ..query import Query
+from .compile import cube_expression, typed_category
+
+
+class EngineError(RuntimeError):
+    """The data source cannot answer; messages name the dataset, never a data value."""
+
+    def __init__(self, code: str, message: str, status: int = 503) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+@dataclass(frozen=True)
+class Version:
+    """A dataset version: what the fingerprint was computed from and the relation to read."""
+
+    fingerprint: str
+    modified: float
+    relation: str
+    schema: ibis.Schema
+    bounded_copy: Path | None
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class Source:
+    """One dataset's source file on a DuckDB connection."""
+
+    def __init__(self, ds: DatasetPolicy, con: duckdb.DuckDBPyConnection, cache_dir: Path) -> None:
+        self.ds, self.con, self.cache_dir = ds, con, cache_dir
+        self._lock = threading.Lock()
+        self._version: Version | None = None
+
+    def _stat(self) -> os.stat_result:
+        try:
+            return self.ds.source.stat()
+        except OSError:
+            raise EngineError("source_unavailable",
+                              f"the source of dataset {self.ds.name!r} cannot be read") from None
+
+    def _reader(self) -> str:
+        path = _literal(str(self.ds.source))
+        suffix = self.ds.source.suffix.lower()
+        if suffix in (".duckdb", ".db"):
+            assert self.ds.table is not None
+            alias = "src_" + hashlib.sha256(str(self.ds.source).encode()).hexdigest()[:12]
+            attached = {r[0] for r in self.con.cursor().execute("select database_name from duckdb_databases()")
+                        .fetchall()}
+            if alias not in attached:
+                self.con.cursor().execute(f"ATTACH {path} AS {alias} (READ_ONLY)")
+            return f"{alias}.{_quote(self.ds.table)}"
+        if suffix == ".csv" or suffix == ".tsv":
+            return f"read_csv({path})"
+        return f"read_parquet({path})"
+
+    def version(self) -> Version:
+        """The current version, rebuilding views (and bounding) when the source changed."""
+        st = self._stat()
+        key = f"{self.ds.digest}|{self.ds.source}|{st.st_size}|{st.st_mtime_ns}"
+        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:32]
+        current = self._version
+        if current is not None and current.fingerprint == fingerprint:
+            return current
+        with self._lock:
+            if self._version is None or self._version.fingerprint != fingerprint:
+                self._version = self._open(fingerprint, st.st_mtime)
+            return self._version
+
+    def _open(self, fingerprint: str, modified: float) -> Version:
+        ds, con = self.ds, self.con.cursor()
+        raw = f"pdebug_raw_{ds.name}"
+        try:
+            # plain (not TEMP) views: they must be visible to every cursor of the database
+            con.execute(f"CREATE OR REPLACE VIEW {_quote(raw)} AS SELECT * FROM {self._reader()}")
+            present = {r[0] for r in con.execute(f"DESCRIBE {_quote(raw)}").fetchall()}
+        except duckdb.Error:
+            raise EngineError("source_unavailable",
+                              f"the source of dataset {ds.name!r} cannot be read") from None
+        missing = [c for c in ds.columns if c not in present]
+        if missing:
+            raise EngineError("policy_mismatch", f"dataset {ds.name!r}: declared column(s) "
+                              f"{', '.join(missing)} are missing from the source")
+        visible = [c for c, col in ds.columns.items() if col.queryable]
+        full = ibis.duckdb.from_connection(con).table(raw).schema()
+        schema = ibis.schema({c: full[c] for c in visible})
+        self._check_categories(schema)
+        unit = _quote(ds.privacy_unit)
+        cols = ", ".join(_quote(c) for c in visible) or "1 AS one"
+        worst, nulls = con.execute(
+            f"SELECT coalesce(max(n), 0), count(*) FILTER (WHERE u IS NULL) FROM "
+            f"(SELECT {unit} AS u, count(*) AS n FROM {_quote(raw)} GROUP BY {unit})").fetchone()
+        view = f"pdebug_{ds.name}"
+        copy: Path | None = None
+        if worst <= ds.max_rows_per_unit and not nulls:
+            select = f"SELECT {cols} FROM {_quote(raw)}"
+        else:
+            # Keep at most max_rows_per_unit rows per unit, chosen at random, and drop rows
+            # without a unit: written once per version so no query pays for the window.
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            copy = self.cache_dir / f"{ds.name}-{fingerprint}.parquet"
+            if not copy.exists():
+                tmp = copy.with_suffix(".tmp")
+                con.execute(
+                    f"COPY (SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {unit} "
+                    f"ORDER BY random()) AS pdebug_rn FROM {_quote(raw)} WHERE {unit} IS NOT NULL) "
+                    f"WHERE pdebug_rn <= {ds.max_rows_per_unit}) TO {_literal(str(tmp))} "
+                    "(FORMAT parquet)")
+                tmp.rename(copy)
+            for old in self.cache_dir.glob(f"{ds.name}-*.parquet"):
+                if old != copy:
+                    old.unlink(missing_ok=True)
+            select = f"SELECT * FROM read_parquet({_literal(str(copy))})"
+        con.execute(f"CREATE OR REPLACE VIEW {_quote(view)} AS {select}")
+        return Version(fingerprint, modified, view, schema, copy)
+
+    def _check_categories(self, schema: ibis.Schema) -> None:
+        for name, col in self.ds.columns.items():
+            if not col.categories:
+                continue
+            try:
+                for c in col.categories:
+                    typed_category(c, schema[name])
+            except ValueError:
+                raise EngineError("policy_mismatch", f"dataset {self.ds.name!r}: the categories "
+                                  f"of {name!r} do not fit its column type") from None
+
+
+class Engine:
+    """Runs cube queries for every dataset of a policy on one DuckDB database."""
+
+    def __init__(self, policy: Policy, *, threads: int | None = None) -> None:
+        self.con = duckdb.connect(":memory:")
+        if threads:
+            self.con.execute(f"SET threads = {int(threads)}")
+        cache = policy.ledger.parent / ".pdebug-cache"
+        self.sources = {n: Source(ds, self.con, cache) for n, ds in policy.datasets.items()}
+
+    def version(self, dataset: str) -> Version:
+        return self.sources[dataset].version()
+
+    def aggregate(self, query: Query) -> tuple[np.ndarray, Version]:
+        """True cell values, shape ``query.shape + (len(measures),)``, and the version read."""
+        source = self.sources[query.dataset]
+        version = source.version()
+        table = ibis.table(version.schema, name=version.relation)
+        sql = ibis.to_sql(cube_expression(table, query), dialect="duckdb")
+        try:
+            result = self.con.cursor().execute(sql).fetchnumpy()
+        except duckdb.Error:
+            raise EngineError("engine_failed",
+                              f"the query on dataset {query.dataset!r} failed to run") from None
+        shape = query.shape
+        cube = np.zeros(shape + (len(query.measures),), dtype=np.int64)
+        # index -1 (other) wraps to the last cell, where the labels put "other"
+        index = tuple(np.asarray(result[f"d{i}"], dtype=np.int64) for i in range(len(shape)))
+        for j, m in enumerate(query.measures):
+            values = np.nan_to_num(np.asarray(result[m.name], dtype=np.float64)).astype(np.int64)
+            cube[index + (j,)] = values
+        return cube, version
+
+    def close(self) -> None:
+        self.con.close()

@@ -1,0 +1,231 @@
+"""Query specs: a request body checked against the policy and put in canonical form.
+
+Every query kind is a *cube*: grouped integer measures over dimensions whose cells come
+from the policy's public domains (never from the data), plus one ``other`` cell per
+dimension for values outside the domain. Two bodies that mean the same thing (keys
+reordered, a scalar ``where`` value versus a one-element list, default bins spelled out)
+have the same canonical form, so the ledger can answer the second from its cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .policy import (
+    CATEGORICAL_KINDS,
+    MAX_BINS,
+    OTHER,
+    DatasetPolicy,
+    bin_labels,
+    equal_width_edges,
+)
+
+MAX_DIMENSIONS = 4
+MAX_CELLS = 100_000
+
+
+class QueryError(ValueError):
+    """A query the policy does not allow or cannot be understood; maps to a 4xx response."""
+
+    def __init__(self, code: str, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One axis of a cube: a column cut into public cells; ``other`` is always the last cell."""
+
+    column: str
+    edges: tuple[float, ...] = ()  # binned columns: left-closed bins, last one closed
+    bounds: tuple[float, float] | None = None  # values are clipped to these before binning
+    categories: tuple[str, ...] = ()  # categorical columns
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return (bin_labels(self.edges) if self.edges else self.categories) + (OTHER,)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """An integer aggregate per cell: a row count, or a fixed-point sum of a clipped column.
+
+    A fixed-point sum scales each clipped value by ``scale`` and rounds it to an integer
+    before summing, so the released number lives on an integer grid (privacy rule 4).
+    """
+
+    name: str
+    column: str | None = None
+    bounds: tuple[float, float] = (0.0, 0.0)
+    scale: int = 1
+    weight: float = 1.0  # share of the query's epsilon spent on this measure
+
+    @property
+    def row_sensitivity(self) -> int:
+        """Largest change one row can make to this measure's cells (L1)."""
+        if self.column is None:
+            return 1
+        lo, hi = (round(b * self.scale) for b in self.bounds)
+        return int(max(abs(lo), abs(hi)))
+
+
+@dataclass(frozen=True)
+class Query:
+    kind: str
+    dataset: str
+    epsilon: float
+    dims: tuple[Dimension, ...]
+    measures: tuple[Measure, ...]
+    where: tuple[tuple[str, tuple[str, ...]], ...]
+    params: Mapping[str, Any]  # canonical parameters, without kind, dataset and epsilon
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(d.labels) for d in self.dims)
+
+    def canonical(self) -> str:
+        body = {"kind": self.kind, "dataset": self.dataset, "epsilon": self.epsilon, **self.params}
+        return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.canonical().encode()).hexdigest()
+
+
+def _reject_constant(name: str) -> float:
+    raise QueryError("malformed", f"{name} is not a valid JSON number", status=400)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """Decode a JSON object strictly: NaN and Infinity are not numbers here."""
+    try:
+        body = json.loads(raw or b"null", parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise QueryError("malformed", "request body is not valid JSON", status=400) from None
+    if not isinstance(body, dict):
+        raise QueryError("malformed", "request body must be a JSON object", status=400)
+    return body
+
+
+def _epsilon(ds: DatasetPolicy, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise QueryError("invalid_epsilon", "epsilon must be a number")
+    eps = float(value)
+    if not math.isfinite(eps) or eps <= 0:
+        raise QueryError("invalid_epsilon", "epsilon must be a positive finite number")
+    if eps > ds.max_epsilon_per_query:
+        raise QueryError("invalid_epsilon", f"epsilon {eps:g} exceeds the per-query limit "
+                         f"{ds.max_epsilon_per_query:g} for dataset {ds.name!r}")
+    if eps < 1e-6:
+        raise QueryError("invalid_epsilon", "epsilon below 1e-6 would release pure noise")
+    return eps
+
+
+def column(ds: DatasetPolicy, name: Any, role: str, kinds: tuple[str, ...] | None = None) -> str:
+    """Check that ``name`` is a declared, queryable column of an allowed kind for ``role``."""
+    if not isinstance(name, str):
+        raise QueryError("invalid_parameter", f"{role} must be a column name")
+    col = ds.columns.get(name)
+    if col is None:
+        raise QueryError("unknown_column", f"unknown column {name!r} in {role} "
+                         f"(dataset {ds.name!r} declares: {', '.join(ds.columns)})")
+    if not col.queryable:
+        raise QueryError("forbidden_column", f"column {name!r} is an identifier: it cannot be "
+                         f"queried, grouped or filtered on", status=403)
+    if kinds is not None and col.kind not in kinds:
+        raise QueryError("invalid_parameter", f"{role} {name!r} is of kind {col.kind!r}; "
+                         f"expected one of {', '.join(kinds)}")
+    return name
+
+
+def dimension(ds: DatasetPolicy, name: Any, role: str, bins: Any = None) -> Dimension:
+    col = ds.columns[column(ds, name, role)]
+    if not col.binned:
+        if bins is not None:
+            raise QueryError("invalid_parameter", f"bins apply to numeric columns, not {name!r}")
+        return Dimension(col.name, categories=col.categories)
+    assert col.bounds is not None
+    edges = col.edges
+    if bins is not None:
+        if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= MAX_BINS:
+            raise QueryError("invalid_parameter", f"bins must be an integer from 1 to {MAX_BINS}")
+        edges = equal_width_edges(col.bounds, bins)
+    return Dimension(col.name, edges=edges, bounds=col.bounds)
+
+
+def where_clause(ds: DatasetPolicy, raw: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise QueryError("invalid_parameter", "where must be an object {column: value or [values]}")
+    out = []
+    for name, values in sorted(raw.items()):
+        col = ds.columns[column(ds, name, "where", CATEGORICAL_KINDS)]
+        vals = values if isinstance(values, list) else [values]
+        labels = set()
+        for v in vals:
+            label = str(v).lower() if isinstance(v, bool) else str(v)
+            if not isinstance(v, str | int | bool) or label not in col.categories:
+                raise QueryError("invalid_parameter", f"where {name!r}: each value must be one of "
+                                 f"the declared categories {list(col.categories)}")
+            labels.add(label)
+        if not labels:
+            raise QueryError("invalid_parameter", f"where {name!r}: give at least one value")
+        out.append((name, tuple(sorted(labels))))
+    return tuple(out)
+
+
+def _by(raw: Any) -> list[Any]:
+    if raw is None:
+        return []
+    return raw if isinstance(raw, list) else [raw]
+
+
+def _histogram(ds: DatasetPolicy, p: dict[str, Any]) -> tuple[tuple[Dimension, ...],
+                                                              tuple[Measure, ...], dict[str, Any]]:
+    dims = (dimension(ds, p.pop("column", None), "column", p.pop("bins", None)),)
+    dims += tuple(dimension(ds, b, "by") for b in _by(p.pop("by", None)))
+    return dims, (Measure("count"),), {}
+
+
+Builder = Callable[[DatasetPolicy, dict[str, Any]],
+                   tuple[tuple[Dimension, ...], tuple[Measure, ...], dict[str, Any]]]
+#: Query kinds: each builds its cube from the parameters it pops; leftovers are errors.
+BUILDERS: dict[str, Builder] = {"histogram": _histogram}
+
+
+def build_query(ds: DatasetPolicy, body: Mapping[str, Any]) -> Query:
+    """Validate a request body against the dataset's policy and return its canonical query."""
+    params = dict(body)
+    kind = params.pop("kind", None)
+    if not isinstance(kind, str) or kind not in BUILDERS:
+        raise QueryError("unknown_kind", f"unknown query kind {kind!r} "
+                         f"(one of {', '.join(sorted(BUILDERS))})")
+    if "epsilon" not in params:
+        raise QueryError("invalid_epsilon", "epsilon is required")
+    epsilon = _epsilon(ds, params.pop("epsilon"))
+    where = where_clause(ds, params.pop("where", None))
+    dims, measures, extra = BUILDERS[kind](ds, params)
+    if params:
+        raise QueryError("invalid_parameter", f"unknown parameter(s) for {kind}: "
+                         f"{', '.join(sorted(map(str, params)))}")
+    names = [d.column for d in dims]
+    if len(set(names)) != len(names):
+        raise QueryError("invalid_parameter", "a column appears twice among the dimensions")
+    if len(dims) > MAX_DIMENSIONS:
+        raise QueryError("invalid_parameter", f"at most {MAX_DIMENSIONS} dimensions per query")
+    if math.prod(len(d.labels) for d in dims) > MAX_CELLS:
+        raise QueryError("invalid_parameter", f"the query would release more than {MAX_CELLS} "
+                         "cells; use fewer bins or dimensions")
+    canonical = {
+        "dims": [{"column": d.column, "bins": list(d.edges)} if d.edges else d.column
+                 for d in dims],
+        "where": {c: list(v) for c, v in where},
+        **extra,
+    }
+    return Query(kind, ds.name, epsilon, dims, measures, where, canonical)
