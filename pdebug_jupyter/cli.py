@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .engine import EngineError
 from .policy import PolicyError
 
 
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except PolicyError as exc:
+    except (PolicyError, EngineError) as exc:
         print(f"pdebug-jupyter: {exc}", file=sys.stderr)
         return 2
 

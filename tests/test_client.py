@@ -1,0 +1,92 @@
+"""The kernel-side client: connect(), local service children, releases and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import pdebug_jupyter as pdj
+from conftest import ALICE, ServiceProcess, policy_copy
+from pdebug_jupyter.client.session import LocalService
+
+
+def test_local_session_releases_histograms_and_stops_its_service(loans: Any,
+                                                                 tmp_path: Path) -> None:
+    policy = policy_copy(loans, tmp_path)
+    session = pdj.connect(policy=policy, purpose="check region mix")
+    assert session.me["role"] == "owner"
+    assert session.datasets() == ["loans"]
+    loans_ds = session.dataset("loans")
+    assert {c["name"] for c in loans_ds.schema["columns"]} >= {"age", "region", "window"}
+    rel = loans_ds.histogram("region", by="window", epsilon=0.3)
+    frame = rel.to_frame()
+    assert list(frame.columns) == ["region", "window", "count", "suppressed", "count_ci95"]
+    assert list(frame["region"].cat.categories) == ["north", "south", "east", "west", "other"]
+    assert len(frame) == 5 * 3
+    assert frame["count"].dtype == pd.Int64Dtype()
+    assert rel.cached is False and rel.epsilon == 0.3
+    assert rel.provenance["purpose"] == "check region mix"
+    again = loans_ds.histogram("region", by=["window"], epsilon=0.3)
+    assert again.cached is True and again.release_id == rel.release_id
+    assert loans_ds.budget["spent"] == pytest.approx(0.3)
+    assert session.release(rel.release_id).to_frame()["count"].equals(frame["count"])
+    process = session._local.process  # type: ignore[union-attr]
+    session.close()
+    assert process.poll() == 0
+
+    # a new session is the same user: the budget is not reset
+    with pdj.connect(policy=policy) as second:
+        assert second.dataset("loans").budget["spent"] == pytest.approx(0.3)
+
+
+def test_connect_by_url_and_token_from_the_environment(shared_service: ServiceProcess,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PDEBUG_URL", shared_service.url)
+    monkeypatch.setenv("PDEBUG_TOKEN", ALICE)
+    with pdj.connect(purpose="env") as session:
+        assert session.me["user"] == "alice"
+        cost = session.dataset("loans").cost("histogram", column="age", epsilon=0.5)
+        assert cost["noise"][0]["sensitivity"] == 1 and cost["noise_scale"] == 2.0
+
+
+def test_errors_are_one_line_exceptions_with_codes(shared_service: ServiceProcess) -> None:
+    with pdj.connect(shared_service.url, token=ALICE) as session:
+        ds = session.dataset("loans")
+        with pytest.raises(pdj.PdebugError) as err:
+            ds.histogram("ssn", epsilon=0.1)
+        assert err.value.code == "forbidden_column" and "\n" not in str(err.value)
+        with pytest.raises(pdj.PdebugError, match="epsilon must be a positive"):
+            ds.histogram("age", epsilon=-1)
+    with pytest.raises(pdj.PdebugError) as err:
+        pdj.connect(shared_service.url, token="not-the-token-00000")
+    assert err.value.code == "unauthorized"
+    with pytest.raises(pdj.PdebugError) as err:
+        pdj.connect("http://127.0.0.1:9/api/v1", token=ALICE)
+    assert err.value.code == "unreachable"
+
+
+def test_connect_without_a_service_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("PDEBUG_URL", "PDEBUG_TOKEN", "PDEBUG_POLICY"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(pdj.PdebugError, match="pass url= and token=") as err:
+        pdj.connect()
+    assert err.value.code == "no_service"
+
+
+def test_a_bad_policy_fails_the_local_start_with_the_reason(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.toml"
+    bad.write_text('[datasets.x]\nsource = "x.parquet"\n')
+    with pytest.raises(pdj.PdebugError, match="policy.toml: datasets.x.columns: is required"):
+        pdj.connect(policy=bad)
+
+
+def test_the_local_service_exits_when_its_parent_goes_away(loans: Any, tmp_path: Path) -> None:
+    local = LocalService(policy_copy(loans, tmp_path))
+    assert local.process.poll() is None
+    assert local.process.stdin is not None
+    local.process.stdin.close()  # what the kernel's death looks like to the child
+    assert local.process.wait(timeout=30) == 0
+    local.stop()
