@@ -1,4 +1,4 @@
-"""``pdebug-jupyter``: serve | synth."""
+"""``pdebug-jupyter``: serve | synth | demo."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .demo import run
+
+    return run(Path(args.dir), port=args.port, browser=not args.no_browser)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pdebug-jupyter", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -41,6 +49,11 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="demo-data")
     g.add_argument("--no-problems", action="store_true", help="no planted model problems")
     g.set_defaults(run=_synth)
+    d = sub.add_parser("demo", help="synthetic data + JupyterLab on the tour notebook")
+    d.add_argument("--dir", default="demo-data", help="where the demo data and notebook live")
+    d.add_argument("--port", type=int, default=8888)
+    d.add_argument("--no-browser", action="store_true")
+    d.set_defaults(run=_demo)
     return p
 
 

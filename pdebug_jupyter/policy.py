@@ -11,11 +11,12 @@ import hashlib
 import json
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 KINDS = ("identifier", "numeric", "protected", "categorical", "label", "score", "split")
 #: Column kinds with a categorical domain: they can be grouped on and filtered with ``where``.
@@ -190,7 +191,7 @@ def _column(file: Path, prefix: str, name: str, spec: Any) -> Column:
                                     and math.isfinite(x) for x in raw) or raw[0] >= raw[1]:
             raise r.fail("bounds", "expected [low, high] with finite numbers and low < high")
         bounds = (float(raw[0]), float(raw[1]))
-        if kind == "score" and not (0 <= bounds[0] and bounds[1] <= 1):
+        if kind == "score" and not (bounds[0] >= 0 and bounds[1] <= 1):
             raise r.fail("bounds", "a score lies in [0, 1]")
         bins = r.get("bins", (int, list), 10)
         if isinstance(bins, int):

@@ -188,9 +188,9 @@ def _by(raw: Any) -> list[Any]:
 
 def _histogram(ds: DatasetPolicy, p: dict[str, Any]) -> tuple[tuple[Dimension, ...],
                                                               tuple[Measure, ...], dict[str, Any]]:
-    dims = (dimension(ds, p.pop("column", None), "column", p.pop("bins", None)),)
-    dims += tuple(dimension(ds, b, "by") for b in _by(p.pop("by", None)))
-    return dims, (Measure("count"),), {}
+    main = dimension(ds, p.pop("column", None), "column", p.pop("bins", None))
+    by = tuple(dimension(ds, b, "by") for b in _by(p.pop("by", None)))
+    return (main, *by), (Measure("count"),), {}
 
 
 Builder = Callable[[DatasetPolicy, dict[str, Any]],

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from pdebug_jupyter.client.session import _readline
-from pdebug_jupyter.synth.loans import make_loans
+from pdebug_jupyter.synth import make_loans
 
 TOKENS = {
     "PDEBUG_TOKEN_ALICE": "alice-secret-token-0001",

@@ -7,9 +7,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import ALICE, ServiceProcess, policy_copy
 
 import pdebug_jupyter as pdj
-from conftest import ALICE, ServiceProcess, policy_copy
 from pdebug_jupyter.client.session import LocalService
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import requests
-
 from conftest import ALICE, AUDREY, OLIVIA, VICTOR, ServiceProcess, policy_copy
+
 from pdebug_jupyter.service.app import ROUTES, Health
 
 AGE_LABELS = ["[18, 25)", "[25, 35)", "[35, 45)", "[45, 55)", "[55, 65)", "[65, 90]", "other"]

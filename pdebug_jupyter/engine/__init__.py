@@ -71,8 +71,8 @@ class Source:
         if suffix in (".duckdb", ".db"):
             assert self.ds.table is not None
             alias = "src_" + hashlib.sha256(str(self.ds.source).encode()).hexdigest()[:12]
-            attached = {r[0] for r in self.con.cursor().execute("select database_name from duckdb_databases()")
-                        .fetchall()}
+            rows = self.con.cursor().execute("SELECT database_name FROM duckdb_databases()")
+            attached = {r[0] for r in rows.fetchall()}
             if alias not in attached:
                 self.con.cursor().execute(f"ATTACH {path} AS {alias} (READ_ONLY)")
             return f"{alias}.{_quote(self.ds.table)}"
@@ -113,7 +113,7 @@ class Source:
         self._check_categories(schema)
         unit = _quote(ds.privacy_unit)
         cols = ", ".join(_quote(c) for c in visible) or "1 AS one"
-        worst, nulls = con.execute(
+        worst, nulls = con.execute(  # type: ignore[misc]
             f"SELECT coalesce(max(n), 0), count(*) FILTER (WHERE u IS NULL) FROM "
             f"(SELECT {unit} AS u, count(*) AS n FROM {_quote(raw)} GROUP BY {unit})").fetchone()
         view = f"pdebug_{ds.name}"

@@ -138,8 +138,8 @@ class Ledger:
     # -- budgets ---------------------------------------------------------------------------
     def _budget(self, db: sqlite3.Connection, user: str, dataset: str, limits: Limits) -> Budget:
         mine, total = db.execute(
-            "SELECT coalesce(sum(CASE WHEN user = ? THEN epsilon END), 0), coalesce(sum(epsilon), 0)"
-            " FROM charges WHERE dataset = ?", (user, dataset)).fetchone()
+            "SELECT coalesce(sum(CASE WHEN user = ? THEN epsilon END), 0), "
+            "coalesce(sum(epsilon), 0) FROM charges WHERE dataset = ?", (user, dataset)).fetchone()
         return Budget(limits.per_user, mine, limits.total, total)
 
     def budget(self, user: str, dataset: str, limits: Limits) -> Budget:
@@ -164,7 +164,7 @@ class Ledger:
 
     def audit_rows(self, *, dataset: str | None = None, user: str | None = None,
                    after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM audit WHERE seq > ?", [after]
+        sql, args = "SELECT * FROM audit WHERE seq > ?", list[Any]([after])
         if dataset is not None:
             sql, args = sql + " AND dataset = ?", args + [dataset]
         if user is not None:
@@ -249,7 +249,7 @@ class Ledger:
     def releases(self, *, dataset: str | None = None, user: str | None = None,
                  limit: int = 100) -> list[dict[str, Any]]:
         sql, args = ("SELECT release_id, dataset, user, purpose, kind, query, epsilon, "
-                     "fingerprint, created_at FROM releases WHERE 1=1", [])
+                     "fingerprint, created_at FROM releases WHERE 1=1", list[Any]())
         if dataset is not None:
             sql, args = sql + " AND dataset = ?", args + [dataset]
         if user is not None:

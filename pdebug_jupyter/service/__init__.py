@@ -22,7 +22,7 @@ from .auth import TokenAuthenticator
 
 __all__ = ["serve"]
 
-LOCAL_TOKEN_ENV = "PDEBUG_LOCAL_TOKEN"
+LOCAL_TOKEN_ENV = "PDEBUG_LOCAL_TOKEN"  # noqa: S105 (a variable name, not a secret)
 LOCAL_USER_ENV = "PDEBUG_LOCAL_USER"
 
 

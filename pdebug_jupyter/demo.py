@@ -1,0 +1,72 @@
+"""``pdebug-jupyter demo``: synthetic loans, a policy, and JupyterLab on the tour notebook.
+
+The notebook's ``pdj.connect()`` finds the policy through ``PDEBUG_POLICY`` and starts the
+local privacy service itself, so the demo runs the same path a laptop user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .synth import make_loans
+
+TOUR = [
+    ("markdown", "# pdebug-jupyter tour\n\n**Synthetic data.** This demo runs on generated "
+     "loans with planted model problems; no real person is in it.\n\nThe kernel never sees a "
+     "row: a separate service process holds the data and answers only differentially private "
+     "aggregates, charged to your budget and written to an audit log."),
+    ("code", 'import pdebug_jupyter as pdj\n\nsession = pdj.connect(purpose="demo tour")\n'
+     'loans = session.dataset("loans")\nsession'),
+    ("markdown", "The schema is public metadata from the policy: kinds, domains and bounds. "
+     "Identifier columns are listed but can never be queried."),
+    ("code", '[(c["name"], c["kind"]) for c in loans.schema["columns"]]'),
+    ("markdown", "Before spending, ask what a release costs and how noisy it will be."),
+    ("code", 'loans.cost("histogram", column="age", by="window", epsilon=0.2)'),
+    ("code", 'ages = loans.histogram("age", by="window", epsilon=0.2)\nages.to_frame()'),
+    ("markdown", "Asking again is free: the same release comes back from the cache, so "
+     "repeating a query cannot average the noise away."),
+    ("code", 'again = loans.histogram("age", by="window", epsilon=0.2)\n'
+     'again.cached, again.release_id == ages.release_id, loans.budget'),
+    ("code", "ages.provenance"),
+]
+
+
+def tour_notebook() -> dict[str, object]:
+    cells = []
+    for i, (kind, source) in enumerate(TOUR):
+        cell: dict[str, object] = {"cell_type": kind, "id": f"tour-{i}", "metadata": {},
+                                   "source": source}
+        if kind == "code":
+            cell.update(execution_count=None, outputs=[])
+        cells.append(cell)
+    return {"nbformat": 4, "nbformat_minor": 5, "cells": cells, "metadata": {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}}
+
+
+def prepare(directory: Path, rows: int = 50_000, seed: int = 0) -> Path:
+    """Write the demo data, policy and tour notebook if missing; returns the policy path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    policy = directory / "policy.toml"
+    if not policy.exists():
+        make_loans(rows, seed, directory)
+    notebook = directory / "tour.ipynb"
+    if not notebook.exists():
+        notebook.write_text(json.dumps(tour_notebook(), indent=1))
+    return policy
+
+
+def run(directory: Path, *, port: int = 8888, browser: bool = True) -> int:
+    policy = prepare(directory)
+    env = {**os.environ, "PDEBUG_POLICY": str(policy.resolve())}
+    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={directory}", f"--port={port}",
+           "--ServerApp.default_url=/lab/tree/tour.ipynb"]
+    if not browser:
+        cmd.append("--no-browser")
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0
