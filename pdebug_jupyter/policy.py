@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,7 @@ class Policy:
     datasets: Mapping[str, DatasetPolicy]
     digest: str
     local_role: str = "owner"
+    memory_limit: str = "512MB"
 
 
 def bin_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
@@ -282,7 +284,7 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     top = _Reader(file, "", doc)
     top.unknown(("service", "users", "datasets"))
     svc = _Reader(file, "service", top.get("service", dict, {}))
-    svc.unknown(("ledger", "retention_days", "local_role"))
+    svc.unknown(("ledger", "retention_days", "local_role", "memory_limit"))
     ledger = Path(svc.get("ledger", str, "ledger.sqlite"))
     retention = svc.get("retention_days", int, 365)
     if retention < 1:
@@ -290,6 +292,9 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     local_role = svc.get("local_role", str, "owner")
     if local_role not in ROLES:
         raise svc.fail("local_role", f"unknown role {local_role!r} (one of {', '.join(ROLES)})")
+    memory = svc.get("memory_limit", str, "512MB")
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory):
+        raise svc.fail("memory_limit", f"expected a size like '512MB' or '2GiB', got {memory!r}")
     users = []
     for i, spec in enumerate(top.get("users", list, [])):
         if not isinstance(spec, dict):
@@ -308,4 +313,4 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     return Policy(
         path=file, ledger=(ledger if ledger.is_absolute() else file.parent / ledger).resolve(),
         retention_days=retention, users=tuple(users), datasets=datasets,
-        digest=hashlib.sha256(raw).hexdigest(), local_role=local_role)
+        digest=hashlib.sha256(raw).hexdigest(), local_role=local_role, memory_limit=memory)

@@ -111,20 +111,21 @@ class Source:
         full = ibis.duckdb.from_connection(con).table(raw).schema()
         schema = ibis.schema({c: full[c] for c in visible})
         self._check_categories(schema)
-        unit = _quote(ds.privacy_unit)
         cols = ", ".join(_quote(c) for c in visible) or "1 AS one"
-        worst, nulls = con.execute(  # type: ignore[misc]
-            f"SELECT coalesce(max(n), 0), count(*) FILTER (WHERE u IS NULL) FROM "
-            f"(SELECT {unit} AS u, count(*) AS n FROM {_quote(raw)} GROUP BY {unit})").fetchone()
         view = f"pdebug_{ds.name}"
+        cache = self.cache_dir / ds.name
+        cache.mkdir(parents=True, exist_ok=True)
+        for old in cache.iterdir():  # earlier versions' proofs and copies
+            if not old.name.startswith(fingerprint):
+                old.unlink(missing_ok=True)
         copy: Path | None = None
-        if worst <= ds.max_rows_per_unit and not nulls:
+        if self._unit_bounded(con, raw, cache / f"{fingerprint}.proof"):
             select = f"SELECT {cols} FROM {_quote(raw)}"
         else:
             # Keep at most max_rows_per_unit rows per unit, chosen at random, and drop rows
             # without a unit: written once per version so no query pays for the window.
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            copy = self.cache_dir / f"{ds.name}-{fingerprint}.parquet"
+            unit = _quote(ds.privacy_unit)
+            copy = cache / f"{fingerprint}.parquet"
             if not copy.exists():
                 tmp = copy.with_suffix(".tmp")
                 con.execute(
@@ -133,12 +134,25 @@ class Source:
                     f"WHERE pdebug_rn <= {ds.max_rows_per_unit}) TO {_literal(str(tmp))} "
                     "(FORMAT parquet)")
                 tmp.rename(copy)
-            for old in self.cache_dir.glob(f"{ds.name}-*.parquet"):
-                if old != copy:
-                    old.unlink(missing_ok=True)
             select = f"SELECT * FROM read_parquet({_literal(str(copy))})"
         con.execute(f"CREATE OR REPLACE VIEW {_quote(view)} AS {select}")
         return Version(fingerprint, modified, view, schema, copy)
+
+    def _unit_bounded(self, con: duckdb.DuckDBPyConnection, raw: str, proof: Path) -> bool:
+        """Whether every unit has at most max_rows_per_unit rows and none is NULL.
+
+        The answer is kept next to the ledger per dataset version: proving it scans the
+        whole unit column (seconds at 10M rows), so a restart should not pay for it again.
+        """
+        if proof.exists():
+            return proof.read_text() == "bounded"
+        unit = _quote(self.ds.privacy_unit)
+        worst, nulls = con.execute(  # type: ignore[misc]
+            f"SELECT coalesce(max(n), 0), count(*) FILTER (WHERE u IS NULL) FROM "
+            f"(SELECT {unit} AS u, count(*) AS n FROM {_quote(raw)} GROUP BY {unit})").fetchone()
+        bounded = bool(worst <= self.ds.max_rows_per_unit and not nulls)
+        proof.write_text("bounded" if bounded else "unbounded")
+        return bounded
 
     def _check_categories(self, schema: ibis.Schema) -> None:
         for name, col in self.ds.columns.items():
@@ -155,11 +169,13 @@ class Source:
 class Engine:
     """Runs cube queries for every dataset of a policy on one DuckDB database."""
 
-    def __init__(self, policy: Policy, *, threads: int | None = None) -> None:
-        self.con = duckdb.connect(":memory:")
-        if threads:
-            self.con.execute(f"SET threads = {int(threads)}")
+    def __init__(self, policy: Policy) -> None:
         cache = policy.ledger.parent / ".pdebug-cache"
+        (cache / "spill").mkdir(parents=True, exist_ok=True)
+        # A memory cap makes big one-off work (the bounding proof) spill to disk instead of
+        # growing the service; queries over public bins stay far below it.
+        self.con = duckdb.connect(":memory:", config={
+            "memory_limit": policy.memory_limit, "temp_directory": str(cache / "spill")})
         self.sources = {n: Source(ds, self.con, cache) for n, ds in policy.datasets.items()}
 
     def version(self, dataset: str) -> Version:
