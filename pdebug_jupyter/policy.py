@@ -201,6 +201,9 @@ def _column(file: Path, prefix: str, name: str, spec: Any) -> Column:
                 raise r.fail("bins", f"bin count must be between 1 and {MAX_BINS}")
             edges = equal_width_edges(bounds, bins)
         else:
+            if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+                       for x in bins):
+                raise r.fail("bins", "bin edges must be finite numbers")
             edges = tuple(float(x) for x in bins)
             if (len(edges) < 2 or len(edges) > MAX_BINS + 1
                     or any(b <= a for a, b in zip(edges[:-1], edges[1:], strict=True))):
@@ -233,6 +236,9 @@ _DATASET_KEYS = ("source", "backend", "table", "privacy_unit", "max_rows_per_uni
 
 def _dataset(file: Path, name: str, spec: Any) -> DatasetPolicy:
     prefix = f"datasets.{name}"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise PolicyError(f"{file}: {prefix}: a dataset name is 1-64 letters, digits, '_', '.' "
+                          "or '-', starting with a letter or digit")
     if not isinstance(spec, dict):
         raise PolicyError(f"{file}: {prefix}: expected a table")
     r = _Reader(file, prefix, spec)

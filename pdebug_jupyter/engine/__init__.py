@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import ibis
 import numpy as np
+from ibis.backends.sql.datatypes import DuckDBType
 
 from ..policy import DatasetPolicy, Policy
 from ..query import Query
@@ -95,11 +96,12 @@ class Source:
 
     def _open(self, fingerprint: str, modified: float) -> Version:
         ds, con = self.ds, self.con.cursor()
-        raw = f"pdebug_raw_{ds.name}"
+        # distinct prefixes: no dataset name can make one dataset's view another's source
+        raw, view = f"pdebug_source__{ds.name}", f"pdebug_dataset__{ds.name}"
         try:
             # plain (not TEMP) views: they must be visible to every cursor of the database
             con.execute(f"CREATE OR REPLACE VIEW {_quote(raw)} AS SELECT * FROM {self._reader()}")
-            present = {r[0] for r in con.execute(f"DESCRIBE {_quote(raw)}").fetchall()}
+            present = {r[0]: r[1] for r in con.execute(f"DESCRIBE {_quote(raw)}").fetchall()}
         except duckdb.Error:
             raise EngineError("source_unavailable",
                               f"the source of dataset {ds.name!r} cannot be read") from None
@@ -108,12 +110,10 @@ class Source:
             raise EngineError("policy_mismatch", f"dataset {ds.name!r}: declared column(s) "
                               f"{', '.join(missing)} are missing from the source")
         visible = [c for c, col in ds.columns.items() if col.queryable]
-        full = ibis.duckdb.from_connection(con).table(raw).schema()
-        schema = ibis.schema({c: full[c] for c in visible})
+        schema = ibis.schema({c: DuckDBType.from_string(present[c]) for c in visible})
         self._check_categories(schema)
         cols = ", ".join(_quote(c) for c in visible) or "1 AS one"
-        view = f"pdebug_{ds.name}"
-        cache = self.cache_dir / ds.name
+        cache = self.cache_dir / "datasets" / ds.name
         cache.mkdir(parents=True, exist_ok=True)
         for old in cache.iterdir():  # earlier versions' proofs and copies
             if not old.name.startswith(fingerprint):
@@ -130,9 +130,9 @@ class Source:
                 tmp = copy.with_suffix(".tmp")
                 con.execute(
                     f"COPY (SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {unit} "
-                    f"ORDER BY random()) AS pdebug_rn FROM {_quote(raw)} WHERE {unit} IS NOT NULL) "
-                    f"WHERE pdebug_rn <= {ds.max_rows_per_unit}) TO {_literal(str(tmp))} "
-                    "(FORMAT parquet)")
+                    f"ORDER BY pdebug_r) AS pdebug_rn FROM (SELECT *, random() AS pdebug_r "
+                    f"FROM {_quote(raw)} WHERE {unit} IS NOT NULL)) WHERE pdebug_rn <= "
+                    f"{ds.max_rows_per_unit}) TO {_literal(str(tmp))} (FORMAT parquet)")
                 tmp.rename(copy)
             select = f"SELECT * FROM read_parquet({_literal(str(copy))})"
         con.execute(f"CREATE OR REPLACE VIEW {_quote(view)} AS {select}")
@@ -171,7 +171,7 @@ class Engine:
 
     def __init__(self, policy: Policy) -> None:
         cache = policy.ledger.parent / ".pdebug-cache"
-        (cache / "spill").mkdir(parents=True, exist_ok=True)
+        (cache / "spill").mkdir(parents=True, exist_ok=True)  # datasets live in cache/datasets
         # A memory cap makes big one-off work (the bounding proof) spill to disk instead of
         # growing the service; queries over public bins stay far below it.
         self.con = duckdb.connect(":memory:", config={
