@@ -32,7 +32,7 @@ from pdebug_jupyter.client.session import _readline
 from pdebug_jupyter.synth import make_loans
 
 HERE = Path(__file__).parent
-TOKEN = "bench-token-000000000000"
+TOKEN = "bench-token-000000000000"  # noqa: S105 (a throwaway local benchmark token)
 RAW_SQL = """
 SELECT CASE WHEN age < 25 THEN 0 WHEN age < 35 THEN 1 WHEN age < 45 THEN 2 WHEN age < 55 THEN 3
             WHEN age < 65 THEN 4 WHEN age IS NOT NULL THEN 5 ELSE -1 END AS a,

@@ -12,12 +12,11 @@ import json
 import math
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 KINDS = ("identifier", "numeric", "protected", "categorical", "label", "score", "split")
 #: Column kinds with a categorical domain: they can be grouped on and filtered with ``where``.
