@@ -17,7 +17,6 @@ costs one chunk of memory to generate.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,6 +33,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from pdebug_jupyter.synth._identity import identity_columns
+from pdebug_jupyter.synth._policy import DEFAULT_USERS, policy_budget, policy_toml, policy_users
 
 __all__ = ["CHUNK_ROWS", "GROUND_TRUTH", "SCHEMA", "LoansFiles", "loans_frame", "make_loans"]
 
@@ -77,67 +79,8 @@ CALIBRATION_SLOPE = 0.6
 FEMALE_SCORE_SHIFT = 0.62
 FLIP_RATE = 0.30
 
-
-def _words(text: str) -> tuple[str, ...]:
-    # Name lists read better as text than as 100-line literals.
-    return tuple(text.split())
-
-
-_FIRST_FEMALE = _words(
-    "Mary Patricia Jennifer Linda Elizabeth Barbara Susan Jessica Sarah Karen Lisa Nancy Betty "
-    "Sandra Margaret Ashley Kimberly Emily Donna Michelle Carol Amanda Melissa Deborah "
-    "Stephanie Rebecca Sharon Laura Cynthia Amy Kathleen Angela Shirley Brenda Emma Anna "
-    "Pamela Nicole Samantha Katherine Christine Helen Debra Rachel Carolyn Janet Maria "
-    "Catherine Heather Diane"
-)
-_FIRST_MALE = _words(
-    "James Robert John Michael David William Richard Joseph Thomas Christopher Charles Daniel "
-    "Matthew Anthony Mark Donald Steven Andrew Paul Joshua Kenneth Kevin Brian George Timothy "
-    "Ronald Jason Edward Jeffrey Ryan Jacob Gary Nicholas Eric Jonathan Stephen Larry Justin "
-    "Scott Brandon Benjamin Samuel Gregory Alexander Patrick Frank Raymond Jack Dennis Jerry"
-)
-_LAST = _words(
-    "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez "
-    "Gonzalez Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White "
-    "Harris Sanchez Clark Ramirez Lewis Robinson Walker Young Allen King Wright Scott Torres "
-    "Nguyen Hill Flores Green Adams Nelson Baker Hall Rivera Campbell Mitchell Carter Roberts "
-    "Gomez Phillips Evans Turner Diaz Parker Cruz Edwards Collins Reyes Stewart Morris Morales "
-    "Murphy Cook Rogers Gutierrez Ortiz Morgan Cooper Peterson Bailey Reed Kelly Howard Ramos "
-    "Kim Cox Ward Richardson Watson Brooks Chavez Wood James Bennett Gray Mendoza Ruiz Hughes "
-    "Price Alvarez Castillo Sanders Patel Myers Long Ross Foster Jenkins"
-)
-_FIRST = pa.array(_FIRST_FEMALE + _FIRST_MALE)
-_FIRST_LOWER = pc.utf8_lower(_FIRST)
-_LAST_ARR = pa.array(_LAST)
-_LAST_LOWER = pc.utf8_lower(_LAST_ARR)
-
 DICTIONARY_COLUMNS = ["name", "age", "sex", "region", "window", "default"]
 CANARY_COLUMNS = ["customer_id", "name", "email", "ssn", "phone"]
-MODEL_VERSION = "credit-risk-gbm 2.3.1 (synthetic)"
-USER_KEYS = ("name", "role", "token")
-DEFAULT_USERS: tuple[Mapping[str, str], ...] = tuple(
-    dict(zip(USER_KEYS, (user, role, f"env:PDEBUG_TOKEN_{user.upper()}"), strict=True))
-    for user, role in (
-        ("alice", "analyst"),
-        ("olivia", "owner"),
-        ("victor", "viewer"),
-        ("audrey", "auditor"),
-    )
-)
-POLICY_COLUMNS = """\
-customer_id = { kind = "identifier" }
-name = { kind = "identifier" }
-email = { kind = "identifier" }
-ssn = { kind = "identifier" }
-phone = { kind = "identifier" }
-age = { kind = "numeric", bounds = [18, 90], bins = [18, 25, 35, 45, 55, 65, 90] }
-income = { kind = "numeric", bounds = [0, 200000], bins = 10 }
-sex = { kind = "protected", categories = ["female", "male"] }
-region = { kind = "categorical", categories = ["north", "south", "east", "west"] }
-default = { kind = "label" }
-score = { kind = "score" }
-window = { kind = "split", categories = ["reference", "current"] }
-"""
 
 SCHEMA = pa.schema(
     [(column, pa.string()) for column in CANARY_COLUMNS]
@@ -263,17 +206,6 @@ def _chunk_rngs(seed: int, chunk: int) -> dict[str, np.random.Generator]:
     return {key: np.random.default_rng(c) for key, c in zip(_STREAMS, children, strict=True)}
 
 
-def _permutation(seed: int, which: int, modulus: int) -> tuple[int, int]:
-    """Multiplier and offset of a bijection i -> (a * i + b) % modulus.
-
-    ``modulus`` is a power of ten and ``a`` is coprime to it, so identifiers built from the
-    row index are unique (up to ``modulus`` rows) without tracking what was already drawn.
-    """
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, which)))
-    a = 10 * int(rng.integers(modulus // 100, modulus // 10)) + int(rng.choice([1, 3, 7, 9]))
-    return a, int(rng.integers(0, modulus))
-
-
 def _features(
     rngs: Mapping[str, np.random.Generator], current: BoolArray, problems: bool
 ) -> dict[str, npt.NDArray[Any]]:
@@ -316,69 +248,6 @@ def _score_and_label(
     return score, np.where(flip, 1 - label, label)
 
 
-# "0000" .. "9999" as 4-byte words: one division and one gather give four digits.
-_DIGITS4 = np.frombuffer("".join(f"{i:04d}" for i in range(10_000)).encode(), dtype=np.uint32)
-
-
-def _write_digits(out: npt.NDArray[np.uint8], values: IntArray) -> None:
-    """Write ``values`` zero-padded into the ASCII matrix ``out`` (one row per value)."""
-    rest = values.astype(np.uint32)  # uint32 divides faster than int64; values < 10**9
-    end = out.shape[1]
-    while end > 0:
-        width = min(4, end)
-        rest, group = np.divmod(rest, np.uint32(10**width))
-        words = _DIGITS4[group].view(np.uint8).reshape(-1, 4)
-        out[:, end - width : end] = words[:, 4 - width :]
-        end -= width
-
-
-def _fixed_strings(*parts: str | tuple[IntArray, int]) -> pa.Array:
-    """Fixed-width ASCII strings from literals and zero-padded ``(values, width)`` numbers.
-
-    Building the bytes in one numpy matrix is several times faster than casting and joining
-    Arrow string arrays, and identifiers are most of the generation time.
-    """
-    m = next(p[0].size for p in parts if isinstance(p, tuple))
-    widths = [len(p) if isinstance(p, str) else p[1] for p in parts]
-    text = np.empty((m, sum(widths)), dtype=np.uint8)
-    pos = 0
-    for part, width in zip(parts, widths, strict=True):
-        if isinstance(part, str):
-            text[:, pos : pos + width] = np.frombuffer(part.encode("ascii"), dtype=np.uint8)
-        else:
-            _write_digits(text[:, pos : pos + width], part[0])
-        pos += width
-    offsets = np.arange(m + 1, dtype=np.int32) * text.shape[1]
-    return pa.StringArray.from_buffers(m, pa.py_buffer(offsets), pa.py_buffer(text))
-
-
-def _identity(rng: np.random.Generator, rows: IntArray, sex: IntArray, seed: int) -> dict[str, pa.Array]:
-    """Personal data: fictitious names, emails, SSN-shaped and phone-shaped values."""
-    half = len(_FIRST_FEMALE)
-    male = sex == SEXES.index("male")
-    female = sex == SEXES.index("female")
-    pick = rng.integers(0, half, rows.size)
-    first = pa.array(np.where(male | (~female & (rng.random(rows.size) < 0.5)), pick + half, pick))
-    last = pa.array(rng.integers(0, len(_LAST), rows.size))
-    a, b = _permutation(seed, 0, 10**8)
-    mailbox = _fixed_strings(((a * rows + b) % 10**8, 8), "@example.com")
-    a, b = _permutation(seed, 1, 10**8)
-    ssn = (a * rows + b) % 10**8  # area 900-999 is never issued, so never a real SSN
-    a, b = _permutation(seed, 2, 10**6)
-    phone = (a * rows + b) % 10**6  # 555-01XX is the reserved fictitious range
-    return {
-        "customer_id": _fixed_strings("C", (rows + 1, 8)),
-        "name": pc.binary_join_element_wise(_FIRST.take(first), _LAST_ARR.take(last), " "),
-        "email": pc.binary_join_element_wise(
-            _FIRST_LOWER.take(first), _LAST_LOWER.take(last), mailbox, "."
-        ),
-        "ssn": _fixed_strings(
-            "9", (ssn // 10**6, 2), "-", (ssn // 10**4 % 100, 2), "-", (ssn % 10**4, 4)
-        ),
-        "phone": _fixed_strings("+1-555-01", (phone // 10**4, 2), "-", (phone % 10**4, 4)),
-    }
-
-
 def _chunk(n: int, seed: int, chunk: int, problems: bool) -> pa.Table:
     """Rows ``[chunk * CHUNK_ROWS, ...)`` of the (n, seed, problems) table."""
     rows = np.arange(chunk * CHUNK_ROWS, min(n, (chunk + 1) * CHUNK_ROWS), dtype=np.int64)
@@ -386,7 +255,9 @@ def _chunk(n: int, seed: int, chunk: int, problems: bool) -> pa.Table:
     current = rows >= n // 2
     f = _features(rngs, current, problems)
     score, label = _score_and_label(rngs, f, problems)
-    columns: dict[str, pa.Array] = _identity(rngs["identity"], rows, f["sex"], seed)
+    male = f["sex"] == SEXES.index("male")
+    female = f["sex"] == SEXES.index("female")
+    columns = identity_columns(rngs["identity"], rows, male, female, seed)
     columns.update(
         age=pa.array(f["age"]),
         income=pa.array(f["income"]),
@@ -483,8 +354,8 @@ def make_loans(
         raise ValueError('fmt must be "parquet" or "csv"')
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise ValueError("name may hold only letters, digits, '_' and '-'")
-    budget = _policy_budget(epsilon_per_user, epsilon_total, min_cohort, max_rows_per_unit)
-    user_rows = _policy_users(DEFAULT_USERS if users is None else users)
+    budget = policy_budget(epsilon_per_user, epsilon_total, min_cohort, max_rows_per_unit)
+    user_rows = policy_users(DEFAULT_USERS if users is None else users)
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     files = LoansFiles(
@@ -495,7 +366,7 @@ def make_loans(
     canaries = _write_table(files.data, n, seed, problems)
     files.canaries.write_text("".join(f"{value}\n" for value in canaries), encoding="utf-8")
     origin = f"make_loans(n={n}, seed={seed}, problems={problems})"
-    toml = _policy_toml(name, files.data.name, origin, budget, user_rows)
+    toml = policy_toml(name, files.data.name, origin, budget, user_rows)
     files.policy.write_text(toml, encoding="utf-8")
     return files
 
@@ -537,70 +408,3 @@ def _write_table(target: Path, n: int, seed: int, problems: bool) -> list[str]:
     # dict.fromkeys keeps the first occurrence: distinct values in a stable order.
     return list(dict.fromkeys(str(row[col]) for row in rows for col in CANARY_COLUMNS))
 
-
-def _toml_string(value: str) -> str:
-    """Quote ``value`` as a TOML basic string (escapes quotes and control characters)."""
-    value.encode("utf-8")  # a lone surrogate fails here (ValueError), before any file is written
-    short = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f"}
-    short["\r"] = "\\r"
-    out = [
-        short.get(ch) or (f"\\u{ord(ch):04X}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch)
-        for ch in value
-    ]
-    return '"' + "".join(out) + '"'
-
-
-def _policy_budget(
-    epsilon_per_user: float, epsilon_total: float, min_cohort: int, max_rows_per_unit: int
-) -> list[str]:
-    """Validate the budget parameters and return them as TOML lines."""
-    for label, eps in (("epsilon_per_user", epsilon_per_user), ("epsilon_total", epsilon_total)):
-        if isinstance(eps, bool) or not isinstance(eps, int | float):
-            raise ValueError(f"{label} must be a number")
-        if not math.isfinite(eps) or eps <= 0:
-            raise ValueError(f"{label} must be positive and finite")
-    for label, count in (("min_cohort", min_cohort), ("max_rows_per_unit", max_rows_per_unit)):
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"{label} must be a positive integer")
-    return [
-        f"max_rows_per_unit = {max_rows_per_unit}",
-        f"epsilon_per_user = {float(epsilon_per_user)!r}",
-        f"epsilon_total = {float(epsilon_total)!r}",
-        f"min_cohort = {min_cohort}",
-    ]
-
-
-def _policy_users(users: Sequence[Mapping[str, str]]) -> list[str]:
-    """Validate the users and return one ``[[users]]`` TOML block per user."""
-    blocks = []
-    for user in users:
-        if set(user) != {"name", "role", "token"}:
-            raise ValueError("each user needs exactly the keys name, role and token")
-        if not all(isinstance(user[key], str) and user[key] for key in user):
-            raise ValueError("user name, role and token must be non-empty strings")
-        fields = "".join(f"{key} = {_toml_string(user[key])}\n" for key in USER_KEYS)
-        blocks.append(f"[[users]]\n{fields}")
-    return blocks
-
-
-def _policy_toml(name: str, source: str, origin: str, budget: list[str], users: list[str]) -> str:
-    """Render the policy file; every path in it is relative to the policy file."""
-    dataset = [
-        f"[datasets.{name}]",
-        f"source = {_toml_string(source)}",
-        'backend = "duckdb"',
-        'privacy_unit = "customer_id"',
-        *budget,
-        f"model_version = {_toml_string(MODEL_VERSION)}",
-        "preprocessing = "
-        + _toml_string(f"synthetic demo data generated by pdebug_jupyter.synth.{origin}"),
-        "synthetic = true",
-    ]
-    return "\n".join(
-        [
-            '[service]\nledger = "ledger.sqlite"\nretention_days = 365\n',
-            *users,
-            "\n".join(dataset) + "\n",
-            f"[datasets.{name}.columns]\n{POLICY_COLUMNS}",
-        ]
-    )
