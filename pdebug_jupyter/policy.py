@@ -108,7 +108,7 @@ class Policy:
     datasets: Mapping[str, DatasetPolicy]
     digest: str
     local_role: str = "owner"
-    memory_limit: str = "512MB"
+    memory_limit: str = "1GB"
 
 
 def bin_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
@@ -297,7 +297,7 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     local_role = svc.get("local_role", str, "owner")
     if local_role not in ROLES:
         raise svc.fail("local_role", f"unknown role {local_role!r} (one of {', '.join(ROLES)})")
-    memory = svc.get("memory_limit", str, "512MB")
+    memory = svc.get("memory_limit", str, "1GB")
     if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory):
         raise svc.fail("memory_limit", f"expected a size like '512MB' or '2GiB', got {memory!r}")
     users = []

@@ -216,8 +216,10 @@ class Release(QueryBase):
         version = await svc.run(svc.engine.version, ds.name)
         key = Ledger.cache_key(query.canonical(), version.fingerprint)
         text = query.canonical()
-        hit = svc.ledger.serve_cached(key, user=who.name, purpose=purpose, dataset=ds.name,
-                                      query=text)
+        hit = None
+        if svc.ledger.release_for(key) is not None:  # a read first: misses need no write
+            hit = svc.ledger.serve_cached(key, user=who.name, purpose=purpose, dataset=ds.name,
+                                          query=text)
         if hit is None:
             limits = svc.limits(ds)
             svc.ledger.budget(who.name, ds.name, limits).check(query.epsilon, ds.name)
