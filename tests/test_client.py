@@ -49,7 +49,7 @@ def test_connect_by_url_and_token_from_the_environment(shared_service: ServicePr
     with pdj.connect(purpose="env") as session:
         assert session.me["user"] == "alice"
         cost = session.dataset("loans").cost("histogram", column="age", epsilon=0.5)
-        assert cost["noise"][0]["sensitivity"] == 1 and cost["noise_scale"] == 2.0
+        assert cost["parts"][0]["noise"][0]["sensitivity"] == 1 and cost["noise_scale"] == 2.0
 
 
 def test_errors_are_one_line_exceptions_with_codes(shared_service: ServiceProcess) -> None:

@@ -77,8 +77,8 @@ def open_engine() -> Iterator[Any]:
 def count_cube(engine: Engine, ds: DatasetPolicy, **body: Any) -> tuple[np.ndarray, Query]:
     """The true count cube of a histogram query (the count is the only measure)."""
     query = build_query(ds, {"kind": "histogram", "epsilon": 1.0, **body})
-    cube, version = engine.aggregate(query)
-    assert cube.shape == query.shape + (1,) and cube.dtype == np.int64
+    (cube,), version = engine.aggregate(query)
+    assert cube.shape == query.cubes[0].shape + (1,) and cube.dtype == np.int64
     assert version.fingerprint == engine.version(ds.name).fingerprint
     return cube[..., 0], query
 
@@ -110,8 +110,8 @@ def expected_counts(frame: pd.DataFrame, query: Query) -> np.ndarray:
     for col, values in query.where:
         frame = frame[[label_of(v) in values for v in frame[col]]]
     index = [bin_index(frame[d.column], d.edges, d.bounds) if d.edges  # type: ignore[arg-type]
-             else category_index(frame[d.column], d.categories) for d in query.dims]
-    out = np.zeros(query.shape, dtype=np.int64)
+             else category_index(frame[d.column], d.categories) for d in query.cubes[0].dims]
+    out = np.zeros(query.cubes[0].shape, dtype=np.int64)
     np.add.at(out, tuple(index), 1)
     return out
 
@@ -155,7 +155,7 @@ def test_true_counts_over_the_declared_domain_equal_an_independent_computation(
 
 def test_an_undeclared_category_is_never_a_key_and_lands_in_other(demo: Demo) -> None:
     counts, query = count_cube(demo.engine, demo.ds, column="region")
-    assert query.dims[0].labels == ("north", "south", "east", "west", "other")
+    assert query.cubes[0].dims[0].labels == ("north", "south", "east", "west", "other")
     central = int((demo.frame["region"] == "central").sum())
     assert central > 100  # the generator plants about 1% "central"
     assert counts[-1] == central
@@ -165,7 +165,7 @@ def test_an_undeclared_category_is_never_a_key_and_lands_in_other(demo: Demo) ->
 
 def test_values_above_the_bound_land_in_the_top_bin(demo: Demo) -> None:
     age, query = count_cube(demo.engine, demo.ds, column="age")
-    assert query.dims[0].labels == AGE_LABELS
+    assert query.cubes[0].dims[0].labels == AGE_LABELS
     ages = demo.frame["age"]
     assert (ages > 90).sum() > 10  # planted outliers above the policy bound
     assert age[-2] == (ages >= 65).sum() and age[-1] == 0
@@ -216,7 +216,7 @@ def test_edges_narrower_than_the_bounds_send_the_rest_to_other(tmp_path: Path,
     engine, policy = open_engine(write_policy(
         tmp_path, section(tmp_path / "loans.parquet", columns=columns)))
     counts, query = count_cube(engine, policy.datasets["loans"], column="age")
-    assert query.dims[0].labels == ("[25, 45)", "[45, 65]", "other")
+    assert query.cubes[0].dims[0].labels == ("[25, 45)", "[45, 65]", "other")
     assert counts.tolist() == [2, 2, 6]
 
 
@@ -346,13 +346,13 @@ def test_changing_the_file_makes_a_new_version_and_removes_the_old_copy(
     engine, ds = bounded(tmp_path, open_engine, 1, frame)
     before, old = engine.aggregate(build_query(ds, {"kind": "histogram", "column": "region",
                                                     "epsilon": 1.0}))
-    assert before[..., 0].tolist() == [1, 1, 1, 1, 996]
+    assert before[0][..., 0].tolist() == [1, 1, 1, 1, 996]
     stamp = (tmp_path / "loans.parquet").stat().st_mtime_ns
     frame[frame["region"] != "west"].to_parquet(tmp_path / "loans.parquet")
     os.utime(tmp_path / "loans.parquet", ns=(stamp + 10**9, stamp + 10**9))
     after, new = engine.aggregate(build_query(ds, {"kind": "histogram", "column": "region",
                                                    "epsilon": 1.0}))
-    assert after[..., 0].tolist() == [1, 1, 1, 0, 996]
+    assert after[0][..., 0].tolist() == [1, 1, 1, 0, 996]
     assert new.fingerprint != old.fingerprint
     assert new.bounded_copy is not None and new.bounded_copy.exists()
     assert old.bounded_copy is not None and not old.bounded_copy.exists()
@@ -466,7 +466,7 @@ def test_boolean_and_integer_label_columns(small: pd.DataFrame, tmp_path: Path,
     positives = int(small["default"].astype(int).sum())
     assert 0 < positives < 2_000
     counts, query = count_cube(engine, ds, column="default")
-    assert query.dims[0].labels == (*labels, "other")
+    assert query.cubes[0].dims[0].labels == (*labels, "other")
     assert counts.tolist() == [2_000 - positives, positives, 0]
     by_label, _ = count_cube(engine, ds, column="sex", where={"default": labels[1]})
     assert by_label.sum() == positives
@@ -474,11 +474,11 @@ def test_boolean_and_integer_label_columns(small: pd.DataFrame, tmp_path: Path,
 
 def test_fixed_point_sums_clip_scale_and_round_each_row(demo: Demo) -> None:
     query = build_query(demo.ds, {"kind": "histogram", "column": "sex", "epsilon": 1.0})
-    query = dataclasses.replace(query, measures=(
+    query = dataclasses.replace(query, cubes=(dataclasses.replace(query.cubes[0], measures=(
         Measure("count"),
         Measure("income", column="income", bounds=(0.0, 100_000.0), scale=1),
-        Measure("score", column="score", bounds=(0.0, 1.0), scale=1_000)))
-    cube, _ = demo.engine.aggregate(query)
+        Measure("score", column="score", bounds=(0.0, 1.0), scale=1_000))),))
+    (cube,), _ = demo.engine.aggregate(query)
     assert cube.shape == (3, 3) and cube.dtype == np.int64
     frame = demo.frame
     group = category_index(frame["sex"], ("female", "male"))

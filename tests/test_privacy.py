@@ -14,8 +14,15 @@ from scipy import stats
 
 import pdebug_jupyter
 from pdebug_jupyter import privacy
-from pdebug_jupyter.privacy import Noise, geometric_noise, plan_noise, release_cube, sensitivity
-from pdebug_jupyter.query import Dimension, Measure, Query
+from pdebug_jupyter.privacy import (
+    Noise,
+    geometric_noise,
+    plan_noise,
+    release,
+    release_cube,
+    sensitivity,
+)
+from pdebug_jupyter.query import Cube, Dimension, Measure, Query
 
 PACKAGE = Path(pdebug_jupyter.__file__).parent
 DRAWS = 20_000
@@ -25,7 +32,7 @@ P_MIN = 1e-4
 
 def cube_query(measures: tuple[Measure, ...], *, epsilon: float = 0.5, cells: int = 2) -> Query:
     dim = Dimension("sex", categories=tuple(f"c{i}" for i in range(cells - 1)))
-    return Query("histogram", "loans", epsilon, (dim,), measures, (), {})
+    return Query("histogram", "loans", epsilon, (Cube("histogram", (dim,), measures),), (), {})
 
 
 def pmf(z: np.ndarray | int, alpha: float) -> np.ndarray:
@@ -82,7 +89,7 @@ def test_two_calls_draw_different_noise() -> None:
 def test_no_caller_can_choose_a_seed() -> None:
     assert list(inspect.signature(geometric_noise).parameters) == [
         "values", "epsilon", "sensitivity"]
-    for fn in (release_cube, plan_noise):
+    for fn in (release, release_cube, plan_noise):
         names = set(inspect.signature(fn).parameters)
         assert not names & {"seed", "random_state", "rng", "random"}, fn.__name__
 
@@ -146,7 +153,7 @@ def test_suppression_is_decided_on_the_noisy_count_not_the_true_count() -> None:
     true = np.array([[MIN_COHORT], [MIN_COHORT - 1]], dtype=np.int64)
     at_threshold = below = 0
     for _ in range(REPEATS):
-        released = release_cube(true, query, 1, MIN_COHORT)
+        released = release([true], query, 1, MIN_COHORT)[0]
         np.testing.assert_array_equal(released.suppressed,
                                       released.values[..., 0] < MIN_COHORT)
         at_threshold += int(released.suppressed[0])
@@ -161,8 +168,8 @@ def test_the_suppression_mask_covers_every_measure_of_a_cell() -> None:
     measures = (Measure("count"), Measure("score", column="score", bounds=(0, 1), scale=1_000))
     query = cube_query(measures, epsilon=200.0, cells=3)  # practically no noise
     true = np.array([[1_000, 0], [0, 10**6], [5, 5]], dtype=np.int64)
-    released = release_cube(true, query, 1, MIN_COHORT)
-    assert released.suppressed.shape == query.shape == (3,)
+    released = release([true], query, 1, MIN_COHORT)[0]
+    assert released.suppressed.shape == query.cubes[0].shape == (3,)
     assert released.suppressed.dtype == np.bool_
     assert released.suppressed.tolist() == [False, True, True]  # only the count decides
     assert released.values.dtype == np.int64 and released.values.shape == (3, 2)
@@ -171,7 +178,7 @@ def test_the_suppression_mask_covers_every_measure_of_a_cell() -> None:
 
 def test_a_minimum_cohort_of_zero_suppresses_nothing() -> None:
     query = cube_query((Measure("count"),), epsilon=0.1, cells=50)
-    released = release_cube(np.zeros((50, 1), dtype=np.int64), query, 1, 0)
+    released = release([np.zeros((50, 1), dtype=np.int64)], query, 1, 0)[0]
     assert (released.values[..., 0] < 0).any()  # negative noisy counts are still shown
     assert not released.suppressed.any() and released.suppressed.shape == (50,)
 
@@ -179,7 +186,7 @@ def test_a_minimum_cohort_of_zero_suppresses_nothing() -> None:
 def test_the_first_measure_of_a_cube_must_be_its_count() -> None:
     query = cube_query((Measure("score", column="score", bounds=(0, 1), scale=100),))
     with pytest.raises(ValueError, match="row count"):
-        release_cube(np.zeros((2, 1), dtype=np.int64), query, 1, 0)
+        release([np.zeros((2, 1), dtype=np.int64)], query, 1, 0)
 
 
 # -- epsilon split and sensitivity (rule 9) ----------------------------------------------------
@@ -187,7 +194,7 @@ def test_the_first_measure_of_a_cube_must_be_its_count() -> None:
 def test_plan_noise_splits_epsilon_by_weight_and_scales_sensitivity_by_rows_per_unit() -> None:
     measures = (Measure("count", weight=1.0),
                 Measure("score", column="score", bounds=(0, 1), scale=1_000, weight=3.0))
-    count, score = plan_noise(cube_query(measures, epsilon=2.0), 3)
+    (count, score), = plan_noise(cube_query(measures, epsilon=2.0), 3)
     assert (count.measure, count.epsilon, count.sensitivity) == ("count", 0.5, 3)
     assert (score.measure, score.epsilon, score.sensitivity) == ("score", 1.5, 3_000)
     assert count.epsilon + score.epsilon == pytest.approx(2.0)
@@ -213,8 +220,8 @@ def test_released_noise_uses_the_planned_sensitivity() -> None:
     # with k = 50 rows per unit a count gets noise 50 times wider than with k = 1
     query = cube_query((Measure("count"),), epsilon=1.0, cells=2_000)
     zeros = np.zeros((2_000, 1), dtype=np.int64)
-    narrow = release_cube(zeros, query, 1, 0)
-    wide = release_cube(zeros, query, 50, 0)
+    narrow = release([zeros], query, 1, 0)[0]
+    wide = release([zeros], query, 50, 0)[0]
     assert wide.noise[0].sensitivity == 50 and narrow.noise[0].sensitivity == 1
     assert np.abs(narrow.values).mean() < 2 < 10 < np.abs(wide.values).mean()
 
@@ -241,7 +248,7 @@ def test_half_width_is_the_smallest_t_covering_the_level(eps: float, sens: int,
 
 
 def test_half_width_defaults_to_95_percent_and_is_public() -> None:
-    noise = plan_noise(cube_query((Measure("count"),), epsilon=0.5), 1)[0]
+    noise = plan_noise(cube_query((Measure("count"),), epsilon=0.5), 1)[0][0]
     t = noise.half_width()
     assert t == noise.half_width(0.95) == noise.public()["ci95_half_width"]
     assert coverage(t, noise.alpha) >= 0.95 > coverage(t - 1, noise.alpha)

@@ -22,8 +22,9 @@ def test_histogram_release_covers_exactly_the_declared_domain(service: ServicePr
     assert r.status_code == 200, r.text
     rel = r.json()
     assert rel["cached"] is False and rel["epsilon"] == 0.5
-    assert rel["dims"][0]["labels"] == AGE_LABELS
-    assert rel["dims"][1]["labels"] == ["female", "male", "other"]
+    assert [p["name"] for p in rel["parts"]] == ["histogram"]
+    assert rel["parts"][0]["dims"][0]["labels"] == AGE_LABELS
+    assert rel["parts"][0]["dims"][1]["labels"] == ["female", "male", "other"]
     keys = [(c["age"], c["sex"]) for c in rel["cells"]]
     assert keys == [(a, s) for a in AGE_LABELS for s in ("female", "male", "other")]
     for cell in rel["cells"]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -13,6 +15,7 @@ class Release:
 
     def __init__(self, payload: Mapping[str, Any]) -> None:
         self.payload = dict(payload)
+        self._parts = {p["name"]: p for p in self.payload["parts"]}
 
     release_id = property(lambda self: self.payload["release_id"])
     kind = property(lambda self: self.payload["kind"])
@@ -25,31 +28,70 @@ class Release:
     suppressed = property(lambda self: list(self.payload["suppressed"]))
     provenance = property(lambda self: dict(self.payload["provenance"]))
     budget = property(lambda self: dict(self.payload["budget"]))
+    params = property(lambda self: dict(self.payload["params"]))
+
+    @property
+    def parts(self) -> list[str]:
+        """Names of the released cubes (one for most kinds; one per column for drift)."""
+        return list(self._parts)
+
+    def part(self, name: str | None = None) -> dict[str, Any]:
+        if name is None:
+            return dict(self.payload["parts"][0])
+        if name not in self._parts:
+            raise KeyError(f"no part {name!r} in this release (parts: {', '.join(self._parts)})")
+        return dict(self._parts[name])
 
     @property
     def dims(self) -> list[str]:
-        return [d["column"] for d in self.payload["dims"]]
+        return [d["column"] for d in self.part()["dims"]]
 
     @property
     def measures(self) -> list[str]:
-        return list(self.payload["measures"])
+        return list(self.part()["measures"])
 
-    def to_frame(self) -> pd.DataFrame:
-        """One row per cell of the declared domain (``other`` included), in release order.
+    def _cells(self, name: str | None) -> list[dict[str, Any]]:
+        if len(self._parts) == 1:
+            return list(self.payload["cells"])
+        part = self.part(name)["name"]
+        return [c for c in self.payload["cells"] if c["part"] == part]
+
+    def arrays(self, part: str | None = None) -> dict[str, np.ndarray]:
+        """Each measure as a float array over the cube's cells (``other`` last on each axis);
+        suppressed cells are NaN. This is what the metrics work on."""
+        spec = self.part(part)
+        shape = tuple(len(d["labels"]) for d in spec["dims"])
+        cells = self._cells(part)
+        assert len(cells) == math.prod(shape)
+        return {m: np.array([np.nan if c[m] is None else c[m] for c in cells],
+                            dtype=float).reshape(shape)
+                for m in spec["measures"]}
+
+    def frame(self, part: str | None = None) -> pd.DataFrame:
+        """One cube as a frame: one row per cell of the declared domain, in release order.
 
         Measures of suppressed cells are missing (``<NA>``); ``<measure>_ci95`` is the
         half-width of the 95% interval of the DP noise on that measure.
         """
-        frame = pd.DataFrame(self.payload["cells"], columns=self.dims + self.measures)
-        for dim in self.payload["dims"]:
+        spec = self.part(part)
+        dims = [d["column"] for d in spec["dims"]]
+        frame = pd.DataFrame(self._cells(part), columns=dims + spec["measures"])
+        for dim in spec["dims"]:
             frame[dim["column"]] = pd.Categorical(frame[dim["column"]], dim["labels"],
                                                   ordered=bool(dim.get("bins")))
-        for m in self.measures:
+        for m in spec["measures"]:
             frame[m] = frame[m].astype("Int64")
-        frame["suppressed"] = frame[self.measures[0]].isna()
-        for n in self.payload["noise"]:
+        frame["suppressed"] = frame[spec["measures"][0]].isna()
+        for n in spec["noise"]:
             frame[f"{n['measure']}_ci95"] = n["ci95_half_width"]
         return frame
+
+    def to_frame(self) -> pd.DataFrame:
+        """The released cells; with several cubes, stacked with a ``part`` column."""
+        if len(self._parts) == 1:
+            return self.frame()
+        frames = [self.frame(p).assign(part=p) for p in self._parts]
+        return pd.concat(frames, ignore_index=True)
 
     def __repr__(self) -> str:
         state = "cached" if self.cached else "new"

@@ -22,7 +22,7 @@ from ibis.backends.sql.datatypes import DuckDBType
 
 from ..policy import DatasetPolicy, Policy
 from ..query import Query
-from .compile import cube_expression, typed_category
+from .compile import query_expression, typed_category
 
 
 class EngineError(RuntimeError):
@@ -190,14 +190,15 @@ class Engine:
         sql = self._compiled.get(key)
         if sql is None:
             table = ibis.table(version.schema, name=version.relation)
-            sql = str(ibis.to_sql(cube_expression(table, query), dialect="duckdb"))
+            sql = str(ibis.to_sql(query_expression(table, query), dialect="duckdb"))
             if len(self._compiled) >= 1024:
                 self._compiled.clear()
             self._compiled[key] = sql
         return sql
 
-    def aggregate(self, query: Query) -> tuple[np.ndarray, Version]:
-        """True cell values, shape ``query.shape + (len(measures),)``, and the version read."""
+    def aggregate(self, query: Query) -> tuple[list[np.ndarray], Version]:
+        """True cell values per cube, each of shape ``cube.shape + (len(cube.measures),)``
+        with ``other`` last on each axis, and the dataset version read."""
         source = self.sources[query.dataset]
         version = source.version()
         sql = self._sql(query, version)
@@ -206,14 +207,19 @@ class Engine:
         except duckdb.Error:
             raise EngineError("engine_failed",
                               f"the query on dataset {query.dataset!r} failed to run") from None
-        shape = query.shape
-        cube = np.zeros(shape + (len(query.measures),), dtype=np.int64)
-        # index -1 (other) wraps to the last cell, where the labels put "other"
-        index = tuple(np.asarray(result[f"d{i}"], dtype=np.int64) for i in range(len(shape)))
-        for j, m in enumerate(query.measures):
-            values = np.nan_to_num(np.asarray(result[m.name], dtype=np.float64)).astype(np.int64)
-            cube[index + (j,)] = values
-        return cube, version
+        part = np.asarray(result["part"], dtype=np.int64)
+        cubes = []
+        for p, cube in enumerate(query.cubes):
+            rows = part == p
+            values = np.zeros(cube.shape + (len(cube.measures),), dtype=np.int64)
+            # index -1 (other) wraps to the last cell, where the labels put "other"
+            index = tuple(np.asarray(result[f"d{i}"], dtype=np.int64)[rows]
+                          for i in range(len(cube.shape)))
+            for j, m in enumerate(cube.measures):
+                # a sum over only NULLs is NULL: it adds nothing
+                values[index + (j,)] = np.ma.filled(result[m.name], 0).astype(np.int64)[rows]
+            cubes.append(values)
+        return cubes, version
 
     def close(self) -> None:
         self.con.close()

@@ -14,7 +14,7 @@ import ibis
 import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 
-from ..query import Dimension, Measure, Query
+from ..query import Cube, Dimension, Measure, Query, Where
 
 
 def typed_category(label: str, dtype: dt.DataType) -> Any:
@@ -64,11 +64,52 @@ def fixed_point(t: ir.Table, m: Measure) -> ir.IntegerValue:
     return (clipped * m.scale).round().cast("int64")
 
 
-def cube_expression(t: ir.Table, query: Query) -> ir.Table:
-    """The one Ibis expression answering ``query``: columns ``d0..dk`` then one per measure."""
-    for col, values in query.where:
-        t = t.filter(t[col].isin([typed_category(v, t[col].type()) for v in values]))
-    keys = {f"d{i}": cell_index(t, d) for i, d in enumerate(query.dims)}
-    aggs = {m.name: (t.count() if m.column is None else fixed_point(t, m).sum().cast("int64"))
-            for m in query.measures}
-    return t.group_by(**keys).aggregate(**aggs)
+def matches(t: ir.Table, where: Where) -> ir.BooleanValue:
+    """Rows whose columns take one of the listed categories, for every listed column."""
+    conds = [t[c].isin([typed_category(v, t[c].type()) for v in values]) for c, values in where]
+    out = conds[0]
+    for cond in conds[1:]:
+        out = out & cond
+    return out
+
+
+def measure(t: ir.Table, m: Measure) -> ir.IntegerValue:
+    if m.column is None:
+        return t.count()
+    if m.equals is not None:
+        x = t[m.column]
+        return ibis.cases((x == typed_category(m.equals, x.type()), 1), else_=0).sum().cast("int64")
+    return fixed_point(t, m).sum().cast("int64")
+
+
+def cube_expression(t: ir.Table, cube: Cube, index: int, width: int,
+                    names: list[str]) -> ir.Table:
+    """One cube as columns ``part, d0..d{width-1}``, then ``names`` (0 where not measured)."""
+    for d in cube.dims:
+        if d.samples:  # rows in none of the samples are not counted
+            anywhere = matches(t, d.samples[0][1])
+            for _, where in d.samples[1:]:
+                anywhere = anywhere | matches(t, where)
+            t = t.filter(anywhere)
+    keys = {f"d{i}": (cell_index(t, d) if d.edges or d.categories else
+                      ibis.cases(*[(matches(t, w), j) for j, (_, w) in enumerate(d.samples)],
+                                 else_=-1))
+            for i, d in enumerate(cube.dims)}
+    mine = {m.name: measure(t, m) for m in cube.measures}
+    grouped = t.group_by(**keys).aggregate(**mine)
+    zero = ibis.literal(0, "int64")
+    return grouped.select(
+        part=ibis.literal(index, "int64"),
+        **{f"d{i}": grouped[f"d{i}"].cast("int64") if i < len(cube.dims) else zero
+           for i in range(width)},
+        **{n: grouped[n] if n in mine else zero for n in names})
+
+
+def query_expression(t: ir.Table, query: Query) -> ir.Table:
+    """The one Ibis expression answering ``query``: every cube, stacked with UNION ALL."""
+    if query.where:
+        t = t.filter(matches(t, query.where))
+    width = max(len(c.dims) for c in query.cubes)
+    names = list(dict.fromkeys(m.name for c in query.cubes for m in c.measures))
+    parts = [cube_expression(t, c, i, width, names) for i, c in enumerate(query.cubes)]
+    return parts[0] if len(parts) == 1 else ibis.union(*parts, distinct=False)

@@ -8,13 +8,14 @@ sensitivity is ``k * r``:
 ========================  ===========================  =====================
 measure                   per-row contribution ``r``   L1 sensitivity
 ========================  ===========================  =====================
-row count                 1                            k
+row count, indicator      1                            k
 fixed-point sum of x      max(abs(round(lo * s)),      k * r
                           abs(round(hi * s)))
 ========================  ===========================  =====================
 
-A query's epsilon is split across its measures by their weights (sequential composition)
-and each cell gets two-sided geometric noise (diffprivlib ``Geometric``) with that
+An indicator (rows equal to a category) counts like a row count. A query's epsilon is split
+across the measures of all its cubes by their weights (sequential composition), and each cell
+gets two-sided geometric noise (diffprivlib ``Geometric``) with that
 measure's epsilon and sensitivity. Randomness comes from the OS (``secrets``): diffprivlib
 uses ``secrets.SystemRandom`` when no random state is given, and no caller can give one.
 """
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from diffprivlib.mechanisms import Geometric
 
-from ..query import Measure, Query
+from ..query import Cube, Measure, Query
 
 MECHANISM = "two-sided geometric (diffprivlib Geometric)"
 
@@ -79,14 +80,18 @@ def sensitivity(measure: Measure, max_rows_per_unit: int) -> int:
     return max_rows_per_unit * measure.row_sensitivity
 
 
-def plan_noise(query: Query, max_rows_per_unit: int) -> tuple[Noise, ...]:
-    """Split the query's epsilon over its measures and size each measure's noise."""
-    total = sum(m.weight for m in query.measures)
+def plan_noise(query: Query, max_rows_per_unit: int) -> tuple[tuple[Noise, ...], ...]:
+    """Split the query's epsilon over every measure of every cube by weight, and size each
+    measure's noise. One unit may appear in every cube, so cubes compose sequentially."""
+    total = sum(m.weight for c in query.cubes for m in c.measures)
     out = []
-    for m in query.measures:
-        eps = query.epsilon * m.weight / total
-        delta = sensitivity(m, max_rows_per_unit)
-        out.append(Noise(m.name, eps, delta, math.exp(-eps / delta) if delta else 0.0))
+    for cube in query.cubes:
+        plan = []
+        for m in cube.measures:
+            eps = query.epsilon * m.weight / total
+            delta = sensitivity(m, max_rows_per_unit)
+            plan.append(Noise(m.name, eps, delta, math.exp(-eps / delta) if delta else 0.0))
+        out.append(tuple(plan))
     return tuple(out)
 
 
@@ -97,7 +102,7 @@ def geometric_noise(values: np.ndarray, epsilon: float, sensitivity: int) -> np.
     return np.asarray(flat, dtype=np.int64).reshape(np.shape(values))
 
 
-def release_cube(true: np.ndarray, query: Query, max_rows_per_unit: int,
+def release_cube(true: np.ndarray, cube: Cube, noise: tuple[Noise, ...],
                  min_cohort: int) -> NoisyCube:
     """Noise every measure, then suppress cells whose NOISY count is below ``min_cohort``.
 
@@ -105,11 +110,18 @@ def release_cube(true: np.ndarray, query: Query, max_rows_per_unit: int,
     make the presence of a cell depend on exact data. The mask covers every measure of a
     suppressed cell, so every view built from the release hides the same cells.
     """
-    if query.measures[0].column is not None:
+    if cube.measures[0].column is not None:
         raise ValueError("the first measure of a cube must be its row count")
-    noise = plan_noise(query, max_rows_per_unit)
     noisy = np.empty_like(true, dtype=np.int64)
     for j, n in enumerate(noise):
         noisy[..., j] = geometric_noise(true[..., j], n.epsilon, n.sensitivity)
-    suppressed = noisy[..., 0] < min_cohort if min_cohort > 0 else np.zeros(query.shape, bool)
+    suppressed = noisy[..., 0] < min_cohort if min_cohort > 0 else np.zeros(cube.shape, bool)
     return NoisyCube(noisy, suppressed, noise, min_cohort)
+
+
+def release(true: list[np.ndarray], query: Query, max_rows_per_unit: int,
+            min_cohort: int) -> tuple[NoisyCube, ...]:
+    """Every cube of ``query`` released with the epsilon split of :func:`plan_noise`."""
+    plan = plan_noise(query, max_rows_per_unit)
+    return tuple(release_cube(t, c, n, min_cohort)
+                 for t, c, n in zip(true, query.cubes, plan, strict=True))

@@ -22,7 +22,7 @@ from .. import __version__
 from ..engine import Engine, EngineError
 from ..ledger import BudgetExceeded, Ledger, Limits
 from ..policy import DatasetPolicy, Policy
-from ..privacy import plan_noise, release_cube
+from ..privacy import plan_noise, release
 from ..query import Query, QueryError, build_query, parse_body
 from . import payload
 from .auth import Identity, TokenAuthenticator
@@ -201,11 +201,12 @@ class Cost(QueryBase):
         version = await svc.run(svc.engine.version, ds.name)
         key = Ledger.cache_key(query.canonical(), version.fingerprint)
         cached = svc.ledger.release_for(key) is not None
-        noise = plan_noise(query, ds.max_rows_per_unit)
+        plan = plan_noise(query, ds.max_rows_per_unit)
         self.reply({"kind": query.kind, "epsilon": 0.0 if cached else query.epsilon,
                     "cached": cached, "affordable": cached or budget.allows(query.epsilon),
-                    "cells": math.prod(query.shape), "threshold": ds.min_cohort,
-                    **payload.noise_summary(noise), "budget": budget.public()})
+                    "cells": sum(math.prod(c.shape) for c in query.cubes),
+                    "threshold": ds.min_cohort, "noise_scale": plan[0][0].scale,
+                    "parts": payload.parts(query, plan), "budget": budget.public()})
 
 
 class Release(QueryBase):
@@ -225,11 +226,11 @@ class Release(QueryBase):
             svc.ledger.budget(who.name, ds.name, limits).check(query.epsilon, ds.name)
             true, version = await svc.run(svc.engine.aggregate, query)
             key = Ledger.cache_key(text, version.fingerprint)
-            cube = release_cube(true, query, ds.max_rows_per_unit, ds.min_cohort)
+            noisy = release(true, query, ds.max_rows_per_unit, ds.min_cohort)
             del true  # nothing below may see the true values
 
             def build(release_id: str, at: str, budget: Any) -> dict[str, Any]:
-                return payload.release(svc.policy, ds, version, query, cube,
+                return payload.release(svc.policy, ds, version, query, noisy,
                                        release_id=release_id, created_at=at, user=who.name,
                                        purpose=purpose, budget=budget)
             hit, cached = svc.ledger.commit_release(

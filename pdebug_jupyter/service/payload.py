@@ -2,7 +2,8 @@
 
 A release holds released aggregates and their metadata only (rule 1). Every cell of the
 declared domain appears, ``other`` cells included (rule 2); a suppressed cell keeps its
-keys, its measures are ``null``, and it is listed in ``suppressed`` with the reason.
+keys, its measures are ``null``, and it is listed in ``suppressed`` with the reason. A
+query of several cubes (drift: one per column) tags each cell with its cube's ``part``.
 """
 
 from __future__ import annotations
@@ -17,28 +18,37 @@ from ..engine import Version
 from ..ledger import Budget
 from ..policy import DatasetPolicy, Policy
 from ..privacy import MECHANISM, Noise, NoisyCube
-from ..query import Query
+from ..query import Cube, Query
 
 
-def cells(query: Query, cube: NoisyCube) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    labels = [d.labels for d in query.dims]
-    names = [m.name for m in query.measures]
+def cells(cube: Cube, noisy: NoisyCube, part: str | None
+          ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every cell of the cube's domain in C order; ``part`` names the cube when there are
+    several."""
+    labels = [d.labels for d in cube.dims]
+    names = [m.name for m in cube.measures]
+    tag = {"part": part} if part else {}
     out, hidden = [], []
-    reason = f"noisy count below the minimum cohort size {cube.threshold}"
-    for index in np.ndindex(*query.shape):
-        keys = {d.column: labels[i][index[i]] for i, d in enumerate(query.dims)}
-        if cube.suppressed[index]:
+    reason = f"noisy count below the minimum cohort size {noisy.threshold}"
+    for index in np.ndindex(*cube.shape):
+        keys = {**tag, **{d.column: labels[i][index[i]] for i, d in enumerate(cube.dims)}}
+        if noisy.suppressed[index]:
             out.append({**keys, **dict.fromkeys(names)})
             hidden.append({**keys, "reason": reason})
         else:
-            values = cube.values[index]
+            values = noisy.values[index]
             out.append({**keys, **{n: int(values[j]) for j, n in enumerate(names)}})
     return out, hidden
 
 
-def noise_summary(noise: tuple[Noise, ...]) -> dict[str, Any]:
-    """``noise_scale`` is the count measure's Laplace-equivalent scale; details per measure."""
-    return {"noise_scale": noise[0].scale, "noise": [n.public() for n in noise]}
+def parts(query: Query, plan: tuple[tuple[Noise, ...], ...]) -> list[dict[str, Any]]:
+    """What each cube is: its dimensions with their public labels, measures and noise."""
+    return [{"name": c.name,
+             "dims": [{"column": d.column, "labels": list(d.labels),
+                       **({"bins": list(d.edges)} if d.edges else {})} for d in c.dims],
+             "measures": [m.name for m in c.measures],
+             "noise": [n.public() for n in noise]}
+            for c, noise in zip(query.cubes, plan, strict=True)]
 
 
 def provenance(policy: Policy, ds: DatasetPolicy, version: Version, query: Query, *,
@@ -66,10 +76,17 @@ def provenance(policy: Policy, ds: DatasetPolicy, version: Version, query: Query
     }
 
 
-def release(policy: Policy, ds: DatasetPolicy, version: Version, query: Query, cube: NoisyCube,
-            *, release_id: str, created_at: str, user: str, purpose: str,
-            budget: Budget) -> dict[str, Any]:
-    released, suppressed = cells(query, cube)
+def release(policy: Policy, ds: DatasetPolicy, version: Version, query: Query,
+            noisy: tuple[NoisyCube, ...], *, release_id: str, created_at: str, user: str,
+            purpose: str, budget: Budget) -> dict[str, Any]:
+    released: list[dict[str, Any]] = []
+    suppressed: list[dict[str, Any]] = []
+    several = len(query.cubes) > 1
+    for cube, cube_noisy in zip(query.cubes, noisy, strict=True):
+        c, h = cells(cube, cube_noisy, cube.name if several else None)
+        released += c
+        suppressed += h
+    threshold = ds.min_cohort
     return {
         "release_id": release_id,
         "kind": query.kind,
@@ -77,15 +94,14 @@ def release(policy: Policy, ds: DatasetPolicy, version: Version, query: Query, c
         "epsilon": query.epsilon,
         "cached": False,
         "mechanism": MECHANISM,
-        **noise_summary(cube.noise),
-        "threshold": cube.threshold,
-        "dims": [{"column": d.column, "labels": list(d.labels),
-                  **({"bins": list(d.edges)} if d.edges else {})} for d in query.dims],
-        "measures": [m.name for m in query.measures],
+        # the Laplace-equivalent scale of the first cube's counts; every measure in "parts"
+        "noise_scale": noisy[0].noise[0].scale,
+        "threshold": threshold,
+        "parts": parts(query, tuple(n.noise for n in noisy)),
         "cells": released,
         "suppressed": suppressed,
         "params": dict(query.params),
         "provenance": provenance(policy, ds, version, query, user=user, purpose=purpose,
-                                 created_at=created_at, threshold=cube.threshold),
+                                 created_at=created_at, threshold=threshold),
         "budget": budget.public(),
     }

@@ -1,8 +1,8 @@
-"""Query specs: a request body checked against the policy and put in canonical form.
+"""Query specs: the types every query kind builds, and the checks against the policy.
 
-Every query kind is a *cube*: grouped integer measures over dimensions whose cells come
-from the policy's public domains (never from the data), plus one ``other`` cell per
-dimension for values outside the domain. Two bodies that mean the same thing (keys
+A query releases one or more *cubes*: grouped integer measures over dimensions whose cells
+come from the policy's public domains (never from the data), plus one ``other`` cell per
+column dimension for values outside the domain. Two bodies that mean the same thing (keys
 reordered, a scalar ``where`` value versus a one-element list, default bins spelled out)
 have the same canonical form, so the ledger can answer the second from its cache.
 """
@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .policy import (
+from ..policy import (
     CATEGORICAL_KINDS,
     MAX_BINS,
     OTHER,
@@ -37,17 +37,27 @@ class QueryError(ValueError):
         self.code, self.message, self.status = code, message, status
 
 
+Where = tuple[tuple[str, tuple[str, ...]], ...]  # ((column, (values...)), ...), sorted
+
+
 @dataclass(frozen=True)
 class Dimension:
-    """One axis of a cube: a column cut into public cells; ``other`` is always the last cell."""
+    """One axis of a cube: a column cut into public cells; ``other`` is always the last cell.
+
+    A *sample* dimension instead splits rows by disjoint ``where`` filters (reference and
+    current windows, say); rows in none of them are not counted, so it has no ``other``.
+    """
 
     column: str
     edges: tuple[float, ...] = ()  # binned columns: left-closed bins, last one closed
     bounds: tuple[float, float] | None = None  # values are clipped to these before binning
     categories: tuple[str, ...] = ()  # categorical columns
+    samples: tuple[tuple[str, Where], ...] = ()  # sample dimensions: (label, filter)
 
     @property
     def labels(self) -> tuple[str, ...]:
+        if self.samples:
+            return tuple(label for label, _ in self.samples)
         return (bin_labels(self.edges) if self.edges else self.categories) + (OTHER,)
 
 
@@ -64,14 +74,31 @@ class Measure:
     bounds: tuple[float, float] = (0.0, 0.0)
     scale: int = 1
     weight: float = 1.0  # share of the query's epsilon spent on this measure
+    equals: str | None = None  # an indicator: count rows whose column equals this category
 
     @property
     def row_sensitivity(self) -> int:
         """Largest change one row can make to this measure's cells (L1)."""
-        if self.column is None:
+        if self.column is None or self.equals is not None:
             return 1
         lo, hi = (round(b * self.scale) for b in self.bounds)
         return int(max(abs(lo), abs(hi)))
+
+
+@dataclass(frozen=True)
+class Cube:
+    """One released table: measures over the product of the dimensions' cells.
+
+    The first measure is always the row count; suppression is decided on it.
+    """
+
+    name: str
+    dims: tuple[Dimension, ...]
+    measures: tuple[Measure, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(d.labels) for d in self.dims)
 
 
 @dataclass(frozen=True)
@@ -79,14 +106,9 @@ class Query:
     kind: str
     dataset: str
     epsilon: float
-    dims: tuple[Dimension, ...]
-    measures: tuple[Measure, ...]
-    where: tuple[tuple[str, tuple[str, ...]], ...]
+    cubes: tuple[Cube, ...]
+    where: Where
     params: Mapping[str, Any]  # canonical parameters, without kind, dataset and epsilon
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(len(d.labels) for d in self.dims)
 
     def canonical(self) -> str:
         body = {"kind": self.kind, "dataset": self.dataset, "epsilon": self.epsilon, **self.params}
@@ -112,7 +134,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _epsilon(ds: DatasetPolicy, value: Any) -> float:
+def epsilon_value(ds: DatasetPolicy, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise QueryError("invalid_epsilon", "epsilon must be a number")
     eps = float(value)
@@ -158,74 +180,26 @@ def dimension(ds: DatasetPolicy, name: Any, role: str, bins: Any = None) -> Dime
     return Dimension(col.name, edges=edges, bounds=col.bounds)
 
 
-def where_clause(ds: DatasetPolicy, raw: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def where_clause(ds: DatasetPolicy, raw: Any, role: str = "where") -> Where:
     if raw is None:
         return ()
     if not isinstance(raw, dict):
-        raise QueryError("invalid_parameter", "where must be an object {column: value or [values]}")
+        raise QueryError("invalid_parameter", f"{role} must be an object {{column: value or "
+                         "[values]}")
     out = []
     for name, values in sorted(raw.items()):
-        col = ds.columns[column(ds, name, "where", CATEGORICAL_KINDS)]
+        col = ds.columns[column(ds, name, role, CATEGORICAL_KINDS)]
         vals = values if isinstance(values, list) else [values]
         labels = set()
         for v in vals:
             label = str(v).lower() if isinstance(v, bool) else str(v)
             if not isinstance(v, str | int | bool) or label not in col.categories:
-                raise QueryError("invalid_parameter", f"where {name!r}: each value must be one of "
-                                 f"the declared categories {list(col.categories)}")
+                raise QueryError("invalid_parameter", f"{role} {name!r}: each value must be one "
+                                 f"of the declared categories {list(col.categories)}")
             labels.add(label)
         if not labels:
-            raise QueryError("invalid_parameter", f"where {name!r}: give at least one value")
+            raise QueryError("invalid_parameter", f"{role} {name!r}: give at least one value")
         out.append((name, tuple(sorted(labels))))
     return tuple(out)
 
 
-def _by(raw: Any) -> list[Any]:
-    if raw is None:
-        return []
-    return raw if isinstance(raw, list) else [raw]
-
-
-def _histogram(ds: DatasetPolicy, p: dict[str, Any]) -> tuple[tuple[Dimension, ...],
-                                                              tuple[Measure, ...], dict[str, Any]]:
-    main = dimension(ds, p.pop("column", None), "column", p.pop("bins", None))
-    by = tuple(dimension(ds, b, "by") for b in _by(p.pop("by", None)))
-    return (main, *by), (Measure("count"),), {}
-
-
-Builder = Callable[[DatasetPolicy, dict[str, Any]],
-                   tuple[tuple[Dimension, ...], tuple[Measure, ...], dict[str, Any]]]
-#: Query kinds: each builds its cube from the parameters it pops; leftovers are errors.
-BUILDERS: dict[str, Builder] = {"histogram": _histogram}
-
-
-def build_query(ds: DatasetPolicy, body: Mapping[str, Any]) -> Query:
-    """Validate a request body against the dataset's policy and return its canonical query."""
-    params = dict(body)
-    kind = params.pop("kind", None)
-    if not isinstance(kind, str) or kind not in BUILDERS:
-        raise QueryError("unknown_kind", f"unknown query kind {kind!r} "
-                         f"(one of {', '.join(sorted(BUILDERS))})")
-    if "epsilon" not in params:
-        raise QueryError("invalid_epsilon", "epsilon is required")
-    epsilon = _epsilon(ds, params.pop("epsilon"))
-    where = where_clause(ds, params.pop("where", None))
-    dims, measures, extra = BUILDERS[kind](ds, params)
-    if params:
-        raise QueryError("invalid_parameter", f"unknown parameter(s) for {kind}: "
-                         f"{', '.join(sorted(map(str, params)))}")
-    names = [d.column for d in dims]
-    if len(set(names)) != len(names):
-        raise QueryError("invalid_parameter", "a column appears twice among the dimensions")
-    if len(dims) > MAX_DIMENSIONS:
-        raise QueryError("invalid_parameter", f"at most {MAX_DIMENSIONS} dimensions per query")
-    if math.prod(len(d.labels) for d in dims) > MAX_CELLS:
-        raise QueryError("invalid_parameter", f"the query would release more than {MAX_CELLS} "
-                         "cells; use fewer bins or dimensions")
-    canonical = {
-        "dims": [{"column": d.column, "bins": list(d.edges)} if d.edges else d.column
-                 for d in dims],
-        "where": {c: list(v) for c, v in where},
-        **extra,
-    }
-    return Query(kind, ds.name, epsilon, dims, measures, where, canonical)

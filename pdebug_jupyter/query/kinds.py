@@ -1,0 +1,175 @@
+"""Query kinds: each turns checked parameters into the cubes it releases.
+
+=================  ==================================================  ==================
+kind               cubes (all integer measures)                        epsilon split
+=================  ==================================================  ==================
+``histogram``      counts over (column bins) x (by groups)             one measure
+``calibration``    per (score bin, by): count, positives, score sum    three measures
+``confusion``      counts over (score bin, label, by)                  one measure
+``drift``          per column: counts over (sample, column bins)       one cube per column
+=================  ==================================================  ==================
+
+Score bins are left-closed ``[a, b)``, the last one closed; empty bins are kept. The score
+sum is fixed point: each score is clipped to its bounds, multiplied by ``SCORE_SCALE`` and
+rounded before summing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..policy import DatasetPolicy
+from .spec import (
+    MAX_CELLS,
+    MAX_DIMENSIONS,
+    Cube,
+    Dimension,
+    Measure,
+    Query,
+    QueryError,
+    Where,
+    column,
+    dimension,
+    epsilon_value,
+    where_clause,
+)
+
+SCORE_SCALE = 1000
+DRIFT_KINDS = ("numeric", "score", "categorical", "protected", "label")
+
+Built = tuple[tuple[Cube, ...], dict[str, Any]]
+
+
+def _by(raw: Any) -> list[Any]:
+    if raw is None:
+        return []
+    return raw if isinstance(raw, list) else [raw]
+
+
+def _only(ds: DatasetPolicy, raw: Any, role: str, kind: str) -> str:
+    """The named column of ``kind``, or the dataset's only one when none is named."""
+    if raw is None:
+        found = [c.name for c in ds.columns.values() if c.kind == kind]
+        if len(found) != 1:
+            raise QueryError("invalid_parameter", f"name the {role} column (the policy "
+                             f"declares {len(found)} of kind {kind!r})")
+        raw = found[0]
+    return column(ds, raw, role, (kind,))
+
+
+def _dim_key(d: Dimension) -> Any:
+    return {"column": d.column, "bins": list(d.edges)} if d.edges else d.column
+
+
+def _histogram(ds: DatasetPolicy, p: dict[str, Any]) -> Built:
+    main = dimension(ds, p.pop("column", None), "column", p.pop("bins", None))
+    by = tuple(dimension(ds, b, "by") for b in _by(p.pop("by", None)))
+    dims = (main, *by)
+    return (Cube("histogram", dims, (Measure("count"),)),), {"dims": [_dim_key(d) for d in dims]}
+
+
+def _scored(ds: DatasetPolicy, p: dict[str, Any]) -> tuple[Dimension, str, tuple[Dimension, ...]]:
+    score = dimension(ds, _only(ds, p.pop("score", None), "score", "score"), "score",
+                      p.pop("bins", None))
+    label = _only(ds, p.pop("label", None), "label", "label")
+    by = tuple(dimension(ds, b, "by") for b in _by(p.pop("by", None)))
+    return score, label, by
+
+
+def _calibration(ds: DatasetPolicy, p: dict[str, Any]) -> Built:
+    score, label, by = _scored(ds, p)
+    assert score.bounds is not None
+    measures = (Measure("count"),
+                Measure("positives", column=label, equals=ds.columns[label].categories[1]),
+                Measure("score_sum", column=score.column, bounds=score.bounds, scale=SCORE_SCALE))
+    dims = (score, *by)
+    return ((Cube("calibration", dims, measures),),
+            {"dims": [_dim_key(d) for d in dims], "label": label, "scale": SCORE_SCALE})
+
+
+def _confusion(ds: DatasetPolicy, p: dict[str, Any]) -> Built:
+    score, label, by = _scored(ds, p)
+    dims = (score, dimension(ds, label, "label"), *by)
+    return (Cube("confusion", dims, (Measure("count"),)),), {"dims": [_dim_key(d) for d in dims]}
+
+
+def _disjoint(a: Where, b: Where) -> bool:
+    """True when some column is filtered in both on non-overlapping values."""
+    other = dict(b)
+    return any(c in other and not set(v) & set(other[c]) for c, v in a)
+
+
+def _drift(ds: DatasetPolicy, p: dict[str, Any]) -> Built:
+    reference = where_clause(ds, p.pop("reference", None), "reference")
+    current = where_clause(ds, p.pop("current", None), "current")
+    if not reference or not current or not _disjoint(reference, current):
+        raise QueryError("invalid_parameter", "reference and current must be disjoint filters: "
+                         "filter one column on different values, e.g. {'window': 'reference'} "
+                         "and {'window': 'current'}")
+    raw = p.pop("columns", None)
+    if raw is None:
+        raw = [c.name for c in ds.columns.values() if c.kind in ("numeric", "categorical",
+                                                                 "protected")]
+    if not isinstance(raw, list) or not raw:
+        raise QueryError("invalid_parameter", "columns must be a non-empty list of column names")
+    bins = p.pop("bins", None)
+    sample = Dimension("sample", samples=(("reference", reference), ("current", current)))
+    cubes = []
+    for name in raw:
+        col = ds.columns[column(ds, name, "columns", DRIFT_KINDS)]
+        if col.name == sample.column:
+            raise QueryError("invalid_parameter", "a drift column cannot be named 'sample'")
+        cubes.append(Cube(col.name, (sample, dimension(ds, col.name, "columns",
+                                                       bins if col.binned else None)),
+                          (Measure("count"),)))
+    canonical = {"columns": [_dim_key(c.dims[1]) for c in cubes],
+                 "reference": {c: list(v) for c, v in reference},
+                 "current": {c: list(v) for c, v in current}}
+    return tuple(cubes), canonical
+
+
+Builder = Callable[[DatasetPolicy, dict[str, Any]], Built]
+#: Query kinds: each builds its cubes from the parameters it pops; leftovers are errors.
+BUILDERS: dict[str, Builder] = {
+    "histogram": _histogram,
+    "calibration": _calibration,
+    "confusion": _confusion,
+    "drift": _drift,
+}
+
+
+def _check(cubes: tuple[Cube, ...]) -> None:
+    names = [c.name for c in cubes]
+    if len(set(names)) != len(names):
+        raise QueryError("invalid_parameter", "a column appears twice")
+    for cube in cubes:
+        cols = [d.column for d in cube.dims]
+        if len(set(cols)) != len(cols):
+            raise QueryError("invalid_parameter", "a column appears twice among the dimensions")
+        if len(cube.dims) > MAX_DIMENSIONS:
+            raise QueryError("invalid_parameter", f"at most {MAX_DIMENSIONS} dimensions per cube")
+    if sum(math.prod(c.shape) for c in cubes) > MAX_CELLS:
+        raise QueryError("invalid_parameter", f"the query would release more than {MAX_CELLS} "
+                         "cells; use fewer bins, columns or groups")
+
+
+def build_query(ds: DatasetPolicy, body: Mapping[str, Any]) -> Query:
+    """Validate a request body against the dataset's policy and return its canonical query."""
+    params = dict(body)
+    kind = params.pop("kind", None)
+    if not isinstance(kind, str) or kind not in BUILDERS:
+        raise QueryError("unknown_kind", f"unknown query kind {kind!r} "
+                         f"(one of {', '.join(sorted(BUILDERS))})")
+    if "epsilon" not in params:
+        raise QueryError("invalid_epsilon", "epsilon is required")
+    epsilon = epsilon_value(ds, params.pop("epsilon"))
+    where = where_clause(ds, params.pop("where", None))
+    cubes, canonical = BUILDERS[kind](ds, params)
+    if params:
+        raise QueryError("invalid_parameter", f"unknown parameter(s) for {kind}: "
+                         f"{', '.join(sorted(map(str, params)))}")
+    _check(cubes)
+    canonical["where"] = {c: list(v) for c, v in where}
+    return Query(kind, ds.name, epsilon, cubes, where, canonical)
