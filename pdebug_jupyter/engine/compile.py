@@ -61,7 +61,8 @@ def fixed_point(t: ir.Table, m: Measure) -> ir.IntegerValue:
     x = t[m.column]
     lo, hi = m.bounds
     clipped = ibis.cases((x < lo, lo), (x > hi, hi), else_=x)
-    return (clipped * m.scale).round().cast("int64")
+    powered = clipped if m.power == 1 else clipped**m.power
+    return (powered * m.scale).round().cast("int64")
 
 
 def matches(t: ir.Table, where: Where) -> ir.BooleanValue:
@@ -74,12 +75,14 @@ def matches(t: ir.Table, where: Where) -> ir.BooleanValue:
 
 
 def measure(t: ir.Table, m: Measure) -> ir.IntegerValue:
-    if m.column is None:
+    value = ibis.literal(1, "int64") if m.column is None else fixed_point(t, m)
+    if m.when is not None:
+        col, category = m.when
+        x = t[col]
+        value = ibis.cases((x == typed_category(category, x.type()), value), else_=0)
+    elif m.column is None:
         return t.count()
-    if m.equals is not None:
-        x = t[m.column]
-        return ibis.cases((x == typed_category(m.equals, x.type()), 1), else_=0).sum().cast("int64")
-    return fixed_point(t, m).sum().cast("int64")
+    return value.sum().cast("int64")
 
 
 def cube_expression(t: ir.Table, cube: Cube, index: int, width: int,

@@ -4,7 +4,9 @@
 kind               cubes (all integer measures)                        epsilon split
 =================  ==================================================  ==================
 ``histogram``      counts over (column bins) x (by groups)             one measure
-``calibration``    per (score bin, by): count, positives, score sum    three measures
+``calibration``    per (score bin, by): count, positives, and          five measures
+                   fixed-point sums of score, score over positives
+                   and score squared (for the Brier score)
 ``confusion``      counts over (score bin, label, by)                  one measure
 ``drift``          per column: counts over (sample, column bins)       one cube per column
 =================  ==================================================  ==================
@@ -36,7 +38,7 @@ from .spec import (
     where_clause,
 )
 
-SCORE_SCALE = 1000
+SCORE_SCALE = 10_000  # the noise in score units is ~1/epsilon whatever the scale
 DRIFT_KINDS = ("numeric", "score", "categorical", "protected", "label")
 
 Built = tuple[tuple[Cube, ...], dict[str, Any]]
@@ -81,9 +83,12 @@ def _scored(ds: DatasetPolicy, p: dict[str, Any]) -> tuple[Dimension, str, tuple
 def _calibration(ds: DatasetPolicy, p: dict[str, Any]) -> Built:
     score, label, by = _scored(ds, p)
     assert score.bounds is not None
-    measures = (Measure("count"),
-                Measure("positives", column=label, equals=ds.columns[label].categories[1]),
-                Measure("score_sum", column=score.column, bounds=score.bounds, scale=SCORE_SCALE))
+    positive = (label, ds.columns[label].categories[1])
+    s = {"column": score.column, "bounds": score.bounds, "scale": SCORE_SCALE}
+    measures = (Measure("count"), Measure("positives", when=positive),
+                Measure("score_sum", **s),  # type: ignore[arg-type]
+                Measure("score_pos_sum", when=positive, **s),  # type: ignore[arg-type]
+                Measure("score_sq_sum", power=2, **s))  # type: ignore[arg-type]
     dims = (score, *by)
     return ((Cube("calibration", dims, measures),),
             {"dims": [_dim_key(d) for d in dims], "label": label, "scale": SCORE_SCALE})

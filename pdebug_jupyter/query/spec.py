@@ -65,8 +65,10 @@ class Dimension:
 class Measure:
     """An integer aggregate per cell: a row count, or a fixed-point sum of a clipped column.
 
-    A fixed-point sum scales each clipped value by ``scale`` and rounds it to an integer
-    before summing, so the released number lives on an integer grid (privacy rule 4).
+    A fixed-point sum clips each value to ``bounds``, raises it to ``power``, scales it by
+    ``scale`` and rounds it to an integer before summing, so the released number lives on an
+    integer grid (privacy rule 4). ``when`` restricts either to rows whose categorical column
+    equals a category: ``Measure("positives", when=("default", "1"))`` counts positives.
     """
 
     name: str
@@ -74,15 +76,15 @@ class Measure:
     bounds: tuple[float, float] = (0.0, 0.0)
     scale: int = 1
     weight: float = 1.0  # share of the query's epsilon spent on this measure
-    equals: str | None = None  # an indicator: count rows whose column equals this category
+    when: tuple[str, str] | None = None
+    power: int = 1
 
     @property
     def row_sensitivity(self) -> int:
         """Largest change one row can make to this measure's cells (L1)."""
-        if self.column is None or self.equals is not None:
+        if self.column is None:
             return 1
-        lo, hi = (round(b * self.scale) for b in self.bounds)
-        return int(max(abs(lo), abs(hi)))
+        return int(max(abs(round(b ** self.power * self.scale)) for b in self.bounds))
 
 
 @dataclass(frozen=True)
