@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KINDS = ("identifier", "numeric", "protected", "categorical", "label", "score", "split")
+KINDS = ("identifier", "numeric", "protected", "categorical", "label", "score", "split",
+         "attribution")
 #: Column kinds with a categorical domain: they can be grouped on and filtered with ``where``.
 CATEGORICAL_KINDS = ("protected", "categorical", "split", "label")
+#: Column kinds that can be an axis of a cube (attributions are only summed).
+DIMENSION_KINDS = ("numeric", "score", *CATEGORICAL_KINDS)
 ROLES = ("owner", "analyst", "viewer", "auditor")
 BACKENDS = ("duckdb",)
 OTHER = "other"
@@ -185,7 +188,7 @@ def _column(file: Path, prefix: str, name: str, spec: Any) -> Column:
     kind = r.get("kind", str)
     if kind not in KINDS:
         raise r.fail("kind", f"unknown kind {kind!r} (one of {', '.join(KINDS)})")
-    if kind in ("numeric", "score"):
+    if kind in ("numeric", "score", "attribution"):
         default_bounds = [0, 1] if kind == "score" else ...
         raw = r.get("bounds", list, default_bounds)
         if len(raw) != 2 or not all(isinstance(x, int | float) and not isinstance(x, bool)
@@ -194,6 +197,10 @@ def _column(file: Path, prefix: str, name: str, spec: Any) -> Column:
         bounds = (float(raw[0]), float(raw[1]))
         if kind == "score" and not (bounds[0] >= 0 and bounds[1] <= 1):
             raise r.fail("bounds", "a score lies in [0, 1]")
+        if kind == "attribution":  # per-row feature attributions (SHAP values, say): summed only
+            if "bins" in spec:
+                raise r.fail("bins", "attribution columns are summed, not binned")
+            return Column(name, kind, bounds=bounds)
         bins = r.get("bins", (int, list), 10)
         if isinstance(bins, int):
             if not 1 <= bins <= MAX_BINS:

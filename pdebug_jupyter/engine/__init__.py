@@ -217,7 +217,11 @@ class Engine:
                           for i in range(len(cube.shape)))
             for j, m in enumerate(cube.measures):
                 # a sum over only NULLs is NULL: it adds nothing
-                values[index + (j,)] = np.ma.filled(result[m.name], 0).astype(np.int64)[rows]
+                column = np.ma.filled(result[m.name], 0).astype(np.int64)[rows]
+                if index:
+                    values[index + (j,)] = column
+                else:  # a cube without dimensions is one cell
+                    values[j] = column.sum()
             cubes.append(values)
         return cubes, version
 

@@ -62,6 +62,8 @@ def fixed_point(t: ir.Table, m: Measure) -> ir.IntegerValue:
     lo, hi = m.bounds
     clipped = ibis.cases((x < lo, lo), (x > hi, hi), else_=x)
     powered = clipped if m.power == 1 else clipped**m.power
+    if m.absolute:
+        powered = powered.abs()
     return (powered * m.scale).round().cast("int64")
 
 
@@ -76,11 +78,16 @@ def matches(t: ir.Table, where: Where) -> ir.BooleanValue:
 
 def measure(t: ir.Table, m: Measure) -> ir.IntegerValue:
     value = ibis.literal(1, "int64") if m.column is None else fixed_point(t, m)
+    if m.misclassified is not None:
+        score, threshold, label, positive = m.misclassified
+        actual = t[label] == typed_category(positive, t[label].type())
+        # NULL scores or labels never count as errors: the comparison is not true
+        value = ibis.cases(((t[score] >= threshold) != actual, value), else_=0)
     if m.when is not None:
         col, category = m.when
         x = t[col]
         value = ibis.cases((x == typed_category(category, x.type()), value), else_=0)
-    elif m.column is None:
+    elif m.column is None and m.misclassified is None:
         return t.count()
     return value.sum().cast("int64")
 
@@ -99,7 +106,7 @@ def cube_expression(t: ir.Table, cube: Cube, index: int, width: int,
                                  else_=-1))
             for i, d in enumerate(cube.dims)}
     mine = {m.name: measure(t, m) for m in cube.measures}
-    grouped = t.group_by(**keys).aggregate(**mine)
+    grouped = t.group_by(**keys).aggregate(**mine) if keys else t.aggregate(**mine)
     zero = ibis.literal(0, "int64")
     return grouped.select(
         part=ibis.literal(index, "int64"),

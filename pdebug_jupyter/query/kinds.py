@@ -9,7 +9,15 @@ kind               cubes (all integer measures)                        epsilon s
                    and score squared (for the Brier score)
 ``confusion``      counts over (score bin, label, by)                  one measure
 ``drift``          per column: counts over (sample, column bins)       one cube per column
+``cohort_errors``  per (feature combination): count, misclassified     two measures
+                   (score >= threshold disagrees with the label)
+``attribution``    per (by group): count, then per attribution         1 + one per column
+                   column the fixed-point sum of |attribution|
+``performance_``   per score bin (20 by default): count, score sum     two measures
+``estimate``       (unlabelled data: no label is read)
 =================  ==================================================  ==================
+
+Rows with a NULL score or label are never counted as misclassified.
 
 Score bins are left-closed ``[a, b)``, the last one closed; empty bins are kept. The score
 sum is fixed point: each score is clipped to its bounds, multiplied by ``SCORE_SCALE`` and
@@ -38,6 +46,7 @@ from .spec import (
     where_clause,
 )
 
+ATTRIBUTION_STEPS = 10_000
 SCORE_SCALE = 10_000  # the noise in score units is ~1/epsilon whatever the scale
 DRIFT_KINDS = ("numeric", "score", "categorical", "protected", "label")
 
@@ -135,6 +144,61 @@ def _drift(ds: DatasetPolicy, p: dict[str, Any]) -> Built:
     return tuple(cubes), canonical
 
 
+def _threshold(ds: DatasetPolicy, score: str, raw: Any) -> float:
+    lo, hi = ds.columns[score].bounds or (0.0, 1.0)
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not lo < raw <= hi:
+        raise QueryError("invalid_parameter", f"threshold must be a number in ({lo:g}, {hi:g}]")
+    return float(raw)
+
+
+def _cohort_errors(ds: DatasetPolicy, p: dict[str, Any]) -> Built:
+    raw = p.pop("features", None)
+    if not isinstance(raw, list) or not 1 <= len(raw) <= 3:
+        raise QueryError("invalid_parameter", "features must be a list of 1 to 3 column names")
+    features = tuple(dimension(ds, f, "features") for f in raw)
+    score = _only(ds, p.pop("score", None), "score", "score")
+    label = _only(ds, p.pop("label", None), "label", "label")
+    threshold = _threshold(ds, score, p.pop("threshold", 0.5))
+    wrong = Measure("errors", misclassified=(score, threshold, label,
+                                             ds.columns[label].categories[1]))
+    return ((Cube("cohort_errors", features, (Measure("count"), wrong)),),
+            {"dims": [_dim_key(d) for d in features], "score": score, "label": label,
+             "threshold": threshold})
+
+
+def _attribution(ds: DatasetPolicy, p: dict[str, Any]) -> Built:
+    raw = p.pop("columns", None)
+    if raw is None:
+        raw = [c.name for c in ds.columns.values() if c.kind == "attribution"]
+    if not isinstance(raw, list) or not raw:
+        raise QueryError("invalid_parameter", "columns must be a non-empty list of attribution "
+                         "columns (the policy declares them with kind = 'attribution')")
+    by = tuple(dimension(ds, b, "by") for b in _by(p.pop("by", None)))
+    measures = [Measure("count")]
+    for name in raw:
+        col = ds.columns[column(ds, name, "columns", ("attribution",))]
+        assert col.bounds is not None
+        # map the largest magnitude onto 10,000 grid steps; the noise in attribution units
+        # is ~ bound / epsilon whatever the scale
+        scale = max(1, round(ATTRIBUTION_STEPS / max(abs(b) for b in col.bounds)))
+        measures.append(Measure(col.name, column=col.name, bounds=col.bounds, scale=scale,
+                                absolute=True))
+    if len({m.name for m in measures}) != len(measures):
+        raise QueryError("invalid_parameter", "a column appears twice")
+    return ((Cube("attribution", by, tuple(measures)),),
+            {"dims": [_dim_key(d) for d in by], "columns": list(raw)})
+
+
+def _performance_estimate(ds: DatasetPolicy, p: dict[str, Any]) -> Built:
+    score = dimension(ds, _only(ds, p.pop("score", None), "score", "score"), "score",
+                      p.pop("bins", 20))
+    assert score.bounds is not None
+    measures = (Measure("count"), Measure("score_sum", column=score.column, bounds=score.bounds,
+                                          scale=SCORE_SCALE))
+    return ((Cube("performance_estimate", (score,), measures),),
+            {"dims": [_dim_key(score)], "scale": SCORE_SCALE})
+
+
 Builder = Callable[[DatasetPolicy, dict[str, Any]], Built]
 #: Query kinds: each builds its cubes from the parameters it pops; leftovers are errors.
 BUILDERS: dict[str, Builder] = {
@@ -142,6 +206,9 @@ BUILDERS: dict[str, Builder] = {
     "calibration": _calibration,
     "confusion": _confusion,
     "drift": _drift,
+    "cohort_errors": _cohort_errors,
+    "attribution": _attribution,
+    "performance_estimate": _performance_estimate,
 }
 
 

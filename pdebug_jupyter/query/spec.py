@@ -18,6 +18,7 @@ from typing import Any
 
 from ..policy import (
     CATEGORICAL_KINDS,
+    DIMENSION_KINDS,
     MAX_BINS,
     OTHER,
     DatasetPolicy,
@@ -67,8 +68,10 @@ class Measure:
 
     A fixed-point sum clips each value to ``bounds``, raises it to ``power``, scales it by
     ``scale`` and rounds it to an integer before summing, so the released number lives on an
-    integer grid (privacy rule 4). ``when`` restricts either to rows whose categorical column
-    equals a category: ``Measure("positives", when=("default", "1"))`` counts positives.
+    integer grid (privacy rule 4); ``absolute`` sums magnitudes. ``when`` restricts either to
+    rows whose categorical column equals a category: ``Measure("positives", when=("default",
+    "1"))`` counts positives. ``misclassified = (score, threshold, label, positive)`` counts
+    rows where ``score >= threshold`` disagrees with ``label == positive``.
     """
 
     name: str
@@ -78,6 +81,8 @@ class Measure:
     weight: float = 1.0  # share of the query's epsilon spent on this measure
     when: tuple[str, str] | None = None
     power: int = 1
+    absolute: bool = False
+    misclassified: tuple[str, float, str, str] | None = None
 
     @property
     def row_sensitivity(self) -> int:
@@ -168,7 +173,7 @@ def column(ds: DatasetPolicy, name: Any, role: str, kinds: tuple[str, ...] | Non
 
 
 def dimension(ds: DatasetPolicy, name: Any, role: str, bins: Any = None) -> Dimension:
-    col = ds.columns[column(ds, name, role)]
+    col = ds.columns[column(ds, name, role, DIMENSION_KINDS)]
     if not col.binned:
         if bins is not None:
             raise QueryError("invalid_parameter", f"bins apply to numeric columns, not {name!r}")
