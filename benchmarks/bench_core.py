@@ -28,7 +28,7 @@ from pathlib import Path
 import duckdb
 import requests
 
-from pdebug_jupyter.client.session import _readline
+from pdebug_jupyter.client.local import _readline
 from pdebug_jupyter.synth import make_loans
 
 HERE = Path(__file__).parent
@@ -99,8 +99,8 @@ def bench(rows: int, repeat: int) -> dict[str, float]:
     # interleave raw and fresh runs so drift in the machine's speed hits both alike
     raw, fresh = [], []
     for i in range(repeat):
-        raw += timed(lambda i: con.execute(sql).fetchall(), 1)
-        fresh += timed(lambda j: release(1.0 + i / 100), 1)
+        raw += timed(lambda _: con.execute(sql).fetchall(), 1)
+        fresh += timed(lambda _, eps=1.0 + i / 100: release(eps), 1)
     assert release(1.0)["cached"] is True
     cached = timed(lambda i: release(1.0), repeat * 3)
     peak = peak_rss_mib(proc.pid)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from pdebug_jupyter.client.session import _readline
+from pdebug_jupyter.client.local import _readline
 from pdebug_jupyter.synth import make_loans
 
 TOKENS = {

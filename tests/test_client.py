@@ -10,7 +10,7 @@ import pytest
 from conftest import ALICE, ServiceProcess, policy_copy
 
 import pdebug_jupyter as pdj
-from pdebug_jupyter.client.session import LocalService
+from pdebug_jupyter.client.local import LocalService
 
 
 def test_local_session_releases_histograms_and_stops_its_service(loans: Any,

@@ -11,7 +11,24 @@ import pandas as pd
 
 
 class Release:
-    """A differentially private release. Everything computed from it is free post-processing."""
+    """A differentially private release. Everything computed from it is free post-processing.
+
+    :meth:`of` picks the subclass registered for the release's kind (the metrics layer adds
+    calibration, fairness, drift and other views), so the client never imports metrics.
+    """
+
+    _kinds: dict[str, type[Release]] = {}
+
+    @classmethod
+    def register(cls, kind: str) -> Any:
+        def add(sub: type[Release]) -> type[Release]:
+            cls._kinds[kind] = sub
+            return sub
+        return add
+
+    @classmethod
+    def of(cls, payload: Mapping[str, Any]) -> Release:
+        return cls._kinds.get(payload["kind"], Release)(payload)
 
     def __init__(self, payload: Mapping[str, Any]) -> None:
         self.payload = dict(payload)

@@ -2,87 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import selectors
-import subprocess
-import sys
-import tempfile
-import time
-import weakref
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from .local import LocalService
 from .release import Release
 from .transport import PdebugError, Transport
-
-START_TIMEOUT = 120.0
-
-
-class LocalService:
-    """A service child process on a free loopback port with a fresh random token.
-
-    It prevents accidents rather than a determined local user (same OS user): the service,
-    not the kernel, holds the data and the ledger. The child exits when this process closes
-    its stdin, so a crashed kernel does not leave it behind.
-    """
-
-    def __init__(self, policy: str | os.PathLike[str]) -> None:
-        self.token = secrets.token_urlsafe(32)
-        self.log_path = Path(tempfile.mkstemp(prefix="pdebug-service-", suffix=".log")[1])
-        env = {**os.environ, "PDEBUG_LOCAL_TOKEN": self.token}
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "pdebug_jupyter", "serve", "--policy", str(policy),
-                 "--host", "127.0.0.1", "--port", "0", "--local"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env)
-        self.url = self._wait_ready()
-        self._finalizer = weakref.finalize(self, _stop, self.process)
-
-    def _wait_ready(self) -> str:
-        assert self.process.stdout is not None
-        line = _readline(self.process.stdout, START_TIMEOUT)
-        if line:
-            try:
-                return str(json.loads(line)["url"])
-            except (ValueError, KeyError):
-                pass
-        _stop(self.process)
-        tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
-        raise PdebugError("service_failed", "the local privacy service did not start: "
-                          + (" | ".join(tail) or "no output"))
-
-    def stop(self) -> None:
-        self._finalizer()
-
-
-def _readline(stream: IO[bytes], timeout: float) -> str:
-    sel = selectors.DefaultSelector()
-    sel.register(stream, selectors.EVENT_READ)
-    deadline, buf = time.monotonic() + timeout, b""
-    while not buf.endswith(b"\n") and time.monotonic() < deadline:
-        if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-            break
-        chunk = os.read(stream.fileno(), 4096)
-        if not chunk:
-            break
-        buf += chunk
-    sel.close()
-    return buf.decode(errors="replace").strip()
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for stream in (process.stdin, process.stdout):
-        if stream is not None:
-            stream.close()
 
 
 class Session:
@@ -116,7 +41,7 @@ class Session:
 
     def release(self, release_id: str) -> Release:
         """A release made earlier (by anyone), read from the service at no cost."""
-        return Release(self.request("GET", f"/releases/{release_id}"))
+        return Release.of(self.request("GET", f"/releases/{release_id}"))
 
     def close(self) -> None:
         self._transport.close()
@@ -154,7 +79,7 @@ class Dataset:
 
     def query(self, kind: str, *, epsilon: float, **params: Any) -> Release:
         body = {"kind": kind, "epsilon": epsilon, **_drop_none(params)}
-        return Release(self.session.request("POST", f"/datasets/{self.name}/query", body))
+        return Release.of(self.session.request("POST", f"/datasets/{self.name}/query", body))
 
     def cost(self, kind: str, *, epsilon: float, **params: Any) -> dict[str, Any]:
         """What the query would cost now (zero if cached) and its expected noise; free."""
@@ -167,6 +92,62 @@ class Dataset:
         """Noisy counts of ``column`` (over its policy bins or categories) by groups."""
         return self.query("histogram", epsilon=epsilon, column=column, by=by, where=where,
                           bins=bins)
+
+    def calibration(self, score: str | None = None, label: str | None = None, *,
+                    by: str | list[str] | None = None, bins: int | None = None,
+                    where: dict[str, Any] | None = None, epsilon: float) -> Release:
+        """Reliability diagram, ECE, MCE and Brier score, per group. ``score`` and ``label``
+        default to the policy's only score and label columns."""
+        return self.query("calibration", epsilon=epsilon, score=score, label=label, by=by,
+                          bins=bins, where=where)
+
+    def confusion(self, score: str | None = None, label: str | None = None, *,
+                  by: str | list[str] | None = None, bins: int | None = None,
+                  where: dict[str, Any] | None = None, epsilon: float) -> Release:
+        """A (score bin x label x group) cube: confusion matrices and fairness gaps at every
+        threshold on a bin edge, ROC and PR curves, all from one release."""
+        return self.query("confusion", epsilon=epsilon, score=score, label=label, by=by,
+                          bins=bins, where=where)
+
+    def drift(self, columns: list[str] | None = None, *,
+              reference: dict[str, Any] | None = None, current: dict[str, Any] | None = None,
+              bins: int | None = None, where: dict[str, Any] | None = None,
+              epsilon: float) -> Release:
+        """Per-column drift between two disjoint samples. Without ``reference`` and
+        ``current``, the policy's only split column's first and second categories."""
+        if reference is None and current is None:
+            reference, current = self._default_windows()
+        return self.query("drift", epsilon=epsilon, columns=columns, reference=reference,
+                          current=current, bins=bins, where=where)
+
+    def cohort_errors(self, features: list[str], *, score: str | None = None,
+                      label: str | None = None, threshold: float = 0.5,
+                      where: dict[str, Any] | None = None, epsilon: float) -> Release:
+        """Error counts over combinations of 1-3 declared features (score >= threshold
+        predicts the positive label)."""
+        return self.query("cohort_errors", epsilon=epsilon, features=features, score=score,
+                          label=label, threshold=threshold, where=where)
+
+    def attribution(self, columns: list[str] | None = None, *,
+                    by: str | list[str] | None = None, where: dict[str, Any] | None = None,
+                    epsilon: float) -> Release:
+        """Global importance: mean absolute per-row attribution of each declared column."""
+        return self.query("attribution", epsilon=epsilon, columns=columns, by=by, where=where)
+
+    def performance_estimate(self, score: str | None = None, *, bins: int | None = None,
+                             where: dict[str, Any] | None = None, epsilon: float) -> Release:
+        """Expected accuracy, precision and recall of unlabelled data from its score
+        histogram, assuming the model is calibrated (CBPE)."""
+        return self.query("performance_estimate", epsilon=epsilon, score=score, bins=bins,
+                          where=where)
+
+    def _default_windows(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        splits = [c for c in self.schema["columns"] if c["kind"] == "split"]
+        if len(splits) != 1 or len(splits[0]["categories"]) < 2:
+            raise PdebugError("invalid_parameter", "give reference= and current= filters: the "
+                              "policy does not declare exactly one split column")
+        name, cats = splits[0]["name"], splits[0]["categories"]
+        return {name: cats[0]}, {name: cats[1]}
 
     def __repr__(self) -> str:
         return f"<Dataset {self.name!r} at {self.session.url}>"
