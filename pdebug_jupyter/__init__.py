@@ -11,3 +11,6 @@ __version__ = "0.1.0"
 from .client import Dataset, PdebugError, Release, Session, connect  # noqa: E402
 
 __all__ = ["Dataset", "PdebugError", "Release", "Session", "__version__", "connect"]
+
+# typed releases (calibration, confusion, drift, ...) register themselves with the client
+from .metrics import releases as _releases  # noqa: E402, F401

@@ -1,4 +1,4 @@
-"""``pdebug-jupyter``: serve | synth | demo."""
+"""``pdebug-jupyter``: serve | synth | check | demo."""
 
 from __future__ import annotations
 
@@ -33,6 +33,24 @@ def _demo(args: argparse.Namespace) -> int:
     return run(Path(args.dir), port=args.port, browser=not args.no_browser)
 
 
+def _check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .client import connect
+    from .health import health_check
+
+    with connect(policy=args.policy, purpose=args.purpose) as session:
+        report = health_check(session.dataset(args.dataset), args.epsilon)
+    if args.out:
+        Path(args.out).write_text(report.to_html())
+    for f in report.findings:
+        print(f"FINDING {f.analysis}: {f.subject}: {f.metric} = {f.value:.4g} "
+              f"[{f.low:.4g}, {f.high:.4g}] > {f.threshold:g}. {f.recommendation}")
+    print(f"{len(report.findings)} finding(s); epsilon spent {args.epsilon:g} on "
+          f"{args.dataset}")
+    return 1 if report.findings else 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pdebug-jupyter", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -49,6 +67,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="demo-data")
     g.add_argument("--no-problems", action="store_true", help="no planted model problems")
     g.set_defaults(run=_synth)
+    c = sub.add_parser("check", help="a health check that exits 1 on a significant problem")
+    c.add_argument("--policy", required=True)
+    c.add_argument("--dataset", required=True)
+    c.add_argument("--epsilon", type=float, default=1.0)
+    c.add_argument("--out", help="write an HTML report here")
+    c.add_argument("--purpose", default="pdebug-jupyter check (CI health gate)")
+    c.set_defaults(run=_check)
     d = sub.add_parser("demo", help="synthetic data + JupyterLab on the tour notebook")
     d.add_argument("--dir", default="demo-data", help="where the demo data and notebook live")
     d.add_argument("--port", type=int, default=8888)

@@ -141,6 +141,13 @@ class Dataset:
         return self.query("performance_estimate", epsilon=epsilon, score=score, bins=bins,
                           where=where)
 
+    def health_check(self, epsilon: float = 1.0, **options: Any) -> Any:
+        """Calibration, fairness, drift and error cohorts in one budget; findings ranked by
+        severity (see :func:`pdebug_jupyter.health.health_check`)."""
+        from ..health import health_check  # the metrics layer sits above the client
+
+        return health_check(self, epsilon, **options)
+
     def _default_windows(self) -> tuple[dict[str, Any], dict[str, Any]]:
         splits = [c for c in self.schema["columns"] if c["kind"] == "split"]
         if len(splits) != 1 or len(splits[0]["categories"]) < 2:

@@ -175,18 +175,21 @@ def _attribution(ds: DatasetPolicy, p: dict[str, Any]) -> Built:
                          "columns (the policy declares them with kind = 'attribution')")
     by = tuple(dimension(ds, b, "by") for b in _by(p.pop("by", None)))
     measures = [Measure("count")]
+    scales, bounds = {}, {}
     for name in raw:
         col = ds.columns[column(ds, name, "columns", ("attribution",))]
         assert col.bounds is not None
         # map the largest magnitude onto 10,000 grid steps; the noise in attribution units
         # is ~ bound / epsilon whatever the scale
-        scale = max(1, round(ATTRIBUTION_STEPS / max(abs(b) for b in col.bounds)))
+        bounds[col.name] = max(abs(b) for b in col.bounds)
+        scale = scales[col.name] = max(1, round(ATTRIBUTION_STEPS / bounds[col.name]))
         measures.append(Measure(col.name, column=col.name, bounds=col.bounds, scale=scale,
                                 absolute=True))
     if len({m.name for m in measures}) != len(measures):
         raise QueryError("invalid_parameter", "a column appears twice")
     return ((Cube("attribution", by, tuple(measures)),),
-            {"dims": [_dim_key(d) for d in by], "columns": list(raw)})
+            {"dims": [_dim_key(d) for d in by], "columns": list(raw), "scales": scales,
+             "bounds": bounds})
 
 
 def _performance_estimate(ds: DatasetPolicy, p: dict[str, Any]) -> Built:

@@ -1,0 +1,251 @@
+"""Typed releases: each analysis kind with its metrics as attributes, computed for free.
+
+Every view here is post-processing of one release: moving a threshold, switching metric or
+asking for another group sends nothing to the service. Intervals come from a parametric
+bootstrap and are computed once per release object, so repeated reads agree.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..client.release import Release
+from . import calibration as cal
+from . import cohorts, drift, fairness, performance
+from .attribution import AttributionCube, importance
+
+LEVEL = 0.9
+
+
+def _alphas(release: Release, part: str | None = None) -> dict[str, float]:
+    return {n["measure"]: float(n["alpha"]) for n in release.part(part)["noise"]}
+
+
+def _edges(dim: dict[str, Any]) -> np.ndarray:
+    return np.asarray(dim["bins"], dtype=float)
+
+
+def _flatten_groups(array: np.ndarray, dims: list[dict[str, Any]], lead: int
+                    ) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Collapse the group axes after the first ``lead`` axes into one; labels are joined."""
+    groups = dims[lead:]
+    if not groups:
+        return array[..., np.newaxis], ("all",)
+    labels = tuple(" / ".join(p) for p in itertools.product(*(d["labels"] for d in groups)))
+    return array.reshape(array.shape[:lead] + (len(labels),)), labels
+
+
+@Release.register("calibration")
+class CalibrationRelease(Release):
+    """Reliability diagram, ECE, MCE and Brier score, pooled and per group."""
+
+    @cached_property
+    def cube(self) -> cal.CalibrationCube:
+        part = self.part()
+        arrays = {m: a[:-1] for m, a in self.arrays().items()}  # drop the "other" score bin
+        scale = float(self.params["scale"])
+        flat = {m: _flatten_groups(a, part["dims"], 1) for m, a in arrays.items()}
+        groups = flat["count"][1]
+        return cal.CalibrationCube(
+            edges=_edges(part["dims"][0]), groups=groups, count=flat["count"][0],
+            positives=flat["positives"][0], score_sum=flat["score_sum"][0] / scale,
+            score_pos_sum=flat["score_pos_sum"][0] / scale,
+            score_sq_sum=flat["score_sq_sum"][0] / scale, alphas=_alphas(self), scale=scale)
+
+    @cached_property
+    def _intervals(self) -> dict[tuple[str, str | None], tuple[float, float]]:
+        return {}
+
+    def _ci(self, name: str, group: str | None) -> tuple[float, float]:
+        key = (name, group)
+        if key not in self._intervals:
+            self._intervals[key] = cal.calibration_interval(self.cube, _METRICS[name], group,
+                                                            level=LEVEL)
+        return self._intervals[key]
+
+    ece = property(lambda self: cal.expected_calibration_error(self.cube))
+    mce = property(lambda self: cal.maximum_calibration_error(self.cube))
+    brier = property(lambda self: cal.brier_score(self.cube))
+    ece_ci = property(lambda self: self._ci("ece", None))
+    mce_ci = property(lambda self: self._ci("mce", None))
+    brier_ci = property(lambda self: self._ci("brier", None))
+
+    def reliability(self, group: str | None = None) -> pd.DataFrame:
+        return cal.reliability_diagram(self.cube, group, level=LEVEL)
+
+    def by_group(self) -> pd.DataFrame:
+        """ECE, MCE and Brier score with intervals for each group."""
+        rows = []
+        for g in self.cube.groups:
+            column = self.cube.count[:, self.cube.groups.index(g)]
+            row: dict[str, Any] = {"group": g, "count": float(np.nansum(column))}
+            for name, fn in _METRICS.items():
+                row[name] = fn(self.cube, g)
+                row[f"{name}_low"], row[f"{name}_high"] = self._ci(name, g)
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("group")
+
+    def to_frame(self) -> pd.DataFrame:
+        """The reliability diagram of every group, stacked."""
+        return pd.concat([self.reliability(g).assign(group=g) for g in self.cube.groups],
+                         ignore_index=True)
+
+
+_METRICS = {"ece": cal.expected_calibration_error, "mce": cal.maximum_calibration_error,
+            "brier": cal.brier_score}
+
+
+@Release.register("confusion")
+class ConfusionRelease(Release):
+    """Confusion matrices, rates and fairness gaps at any threshold on a bin edge."""
+
+    @cached_property
+    def cube(self) -> fairness.ConfusionCube:
+        part = self.part()
+        counts = self.arrays()["count"][:-1, :2]  # drop the "other" score bin and label
+        flat, groups = _flatten_groups(counts, part["dims"], 2)
+        return fairness.ConfusionCube(edges=_edges(part["dims"][0]), groups=groups,
+                                      counts=flat, alpha=_alphas(self)["count"])
+
+    @property
+    def thresholds(self) -> list[float]:
+        return [float(e) for e in self.cube.edges]
+
+    def at(self, threshold: float) -> pd.DataFrame:
+        return fairness.at_threshold(self.cube, threshold)
+
+    def demographic_parity_difference(self, threshold: float) -> float:
+        return fairness.demographic_parity_difference(self.cube, threshold)
+
+    def demographic_parity_ratio(self, threshold: float) -> float:
+        return fairness.demographic_parity_ratio(self.cube, threshold)
+
+    def equalized_odds_difference(self, threshold: float) -> float:
+        return fairness.equalized_odds_difference(self.cube, threshold)
+
+    def equalized_odds_ratio(self, threshold: float) -> float:
+        return fairness.equalized_odds_ratio(self.cube, threshold)
+
+    def interval(self, metric: str, threshold: float) -> tuple[float, float]:
+        """Interval of ``metric`` (a fairness function's name) at ``threshold``."""
+        fn = getattr(fairness, metric)
+        return fairness.fairness_interval(self.cube, fn, threshold, level=LEVEL)
+
+    def roc_curve(self, group: str | None = None) -> pd.DataFrame:
+        return fairness.roc_curve(self.cube, group)
+
+    def pr_curve(self, group: str | None = None) -> pd.DataFrame:
+        return fairness.pr_curve(self.cube, group)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Per-group rates at every threshold on a bin edge, stacked."""
+        return pd.concat([self.at(t).reset_index().assign(threshold=t)
+                          for t in self.thresholds], ignore_index=True)
+
+
+@Release.register("drift")
+class DriftRelease(Release):
+    """Per-column drift statistics between the reference and current samples."""
+
+    @cached_property
+    def histograms(self) -> list[drift.DriftHistogram]:
+        out = []
+        for name in self.parts:
+            dim = self.part(name)["dims"][1]
+            counts = self.arrays(name)["count"]
+            out.append(drift.DriftHistogram(
+                column=name, labels=tuple(dim["labels"]),
+                edges=_edges(dim) if "bins" in dim else None, reference=counts[0],
+                current=counts[1], alpha=_alphas(self, name)["count"]))
+        return out
+
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        return drift.drift_table(self.histograms, level=LEVEL)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per column: psi, js, hellinger, wasserstein, ks, drifted, ..."""
+        return self.table.copy()
+
+    @property
+    def drifted_share(self) -> float:
+        return drift.drifted_share(self.table)
+
+
+@Release.register("performance_estimate")
+class PerformanceRelease(Release):
+    """Expected performance of unlabelled data under calibration (CBPE)."""
+
+    @cached_property
+    def histogram(self) -> performance.ScoreHistogram:
+        arrays = {m: a[:-1] for m, a in self.arrays().items()}
+        scale = float(self.params["scale"])
+        return performance.ScoreHistogram(
+            edges=_edges(self.part()["dims"][0]), count=arrays["count"],
+            score_sum=arrays["score_sum"] / scale, alphas=_alphas(self), scale=scale)
+
+    def at(self, threshold: float = 0.5) -> pd.DataFrame:
+        """Expected accuracy, precision, recall and F1 at ``threshold``, with intervals."""
+        values = performance.expected_performance(self.histogram, threshold)
+        rows = []
+        for metric, value in values.items():
+            lo, hi = performance.performance_interval(self.histogram, metric, threshold,
+                                                      level=LEVEL)
+            rows.append({"metric": metric, "value": value, "low": lo, "high": hi})
+        return pd.DataFrame(rows).set_index("metric")
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.at(0.5)
+
+
+@Release.register("cohort_errors")
+class CohortRelease(Release):
+    """Error rates over feature combinations, weakest cohorts first, with FDR control."""
+
+    @cached_property
+    def cube(self) -> cohorts.CohortCube:
+        dims = self.part()["dims"]
+        arrays = self.arrays()
+        return cohorts.CohortCube(
+            features=tuple(d["column"] for d in dims),
+            labels=tuple(tuple(d["labels"]) for d in dims), count=arrays["count"],
+            errors=arrays["errors"], alphas=_alphas(self))
+
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        return cohorts.error_table(self.cube, level=LEVEL)
+
+    def weakest(self, k: int = 5) -> pd.DataFrame:
+        return self.table.head(k)
+
+    def heatmap(self, rows: str, cols: str) -> pd.DataFrame:
+        return cohorts.heatmap(self.cube, rows, cols)
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.table.copy()
+
+
+@Release.register("attribution")
+class AttributionRelease(Release):
+    """Global importance (mean |attribution|) per column and group, with intervals."""
+
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        part = self.part()
+        columns = tuple(self.params["columns"])
+        scales = {c: float(s) for c, s in self.params["scales"].items()}
+        flat = {m: _flatten_groups(a, part["dims"], 0) for m, a in self.arrays().items()}
+        cube = AttributionCube(
+            columns=columns, groups=flat["count"][1], count=flat["count"][0],
+            sums={c: flat[c][0] / scales[c] for c in columns}, scales=scales,
+            bounds={c: float(b) for c, b in self.params["bounds"].items()},
+            alphas=_alphas(self))
+        return importance(cube, level=LEVEL)
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.table.copy()
