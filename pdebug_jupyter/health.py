@@ -17,6 +17,7 @@ import pandas as pd
 
 from .client import Dataset
 from .metrics.releases import (
+    THRESHOLDS,
     CalibrationRelease,
     CohortRelease,
     ConfusionRelease,
@@ -25,12 +26,9 @@ from .metrics.releases import (
 
 #: Shares of the health check's epsilon per analysis.
 SPLIT = {"calibration": 0.25, "fairness": 0.25, "drift": 0.3, "cohorts": 0.2}
-#: A finding needs its interval's lower end above these.
-THRESHOLDS = {"ece": 0.02, "demographic_parity_difference": 0.02,
-              "equalized_odds_difference": 0.05,
-              # a cohort is weak when its error rate is surely above 1.5x the overall rate:
-              # error rates differ between cohorts of any model, which is no finding
-              "cohort_error_ratio": 1.5}
+#: A cohort is weak when its error rate is surely above 1.5x the overall rate: error rates
+#: differ between the cohorts of any model, which is no finding.
+COHORT_ERROR_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ def _calibration(rel: CalibrationRelease) -> list[Finding]:
     out = []
     table = rel.by_group()
     for group, row in table.iterrows():
-        if group == "other" or not row["ece_low"] > THRESHOLDS["ece"]:
+        if group == "other" or not row["significant"]:
             continue
         out.append(Finding("calibration", f"group {group}", "ece", row["ece"], row["ece_low"],
                            row["ece_high"], THRESHOLDS["ece"],
@@ -108,14 +106,12 @@ def _calibration(rel: CalibrationRelease) -> list[Finding]:
 
 def _fairness(rel: ConfusionRelease, threshold: float) -> list[Finding]:
     out = []
-    for metric in ("demographic_parity_difference", "equalized_odds_difference"):
-        value = getattr(rel, metric)(threshold)
-        low, high = rel.interval(metric, threshold)
-        if low > THRESHOLDS[metric]:
+    for metric, row in rel.gaps(threshold).iterrows():
+        if row["significant"]:
             rates = rel.at(threshold)
-            out.append(Finding("fairness", f"threshold {threshold:g}", metric, value, low, high,
-                               THRESHOLDS[metric],
-                               f"Investigate the {metric.replace('_', ' ')} across groups: "
+            out.append(Finding("fairness", f"threshold {threshold:g}", str(metric), row["value"],
+                               row["low"], row["high"], row["threshold"],
+                               f"Investigate the {str(metric).replace('_', ' ')} across groups: "
                                "review features acting as proxies, or adjust thresholds.",
                                {"release_id": rel.release_id,
                                 "selection_rate": rates["selection_rate"].round(4).to_dict()}))
@@ -138,7 +134,7 @@ def _drift(rel: DriftRelease) -> list[Finding]:
 def _cohorts(rel: CohortRelease) -> list[Finding]:
     out = []
     table = rel.table
-    limit = THRESHOLDS["cohort_error_ratio"] * float(np.nansum(rel.cube.errors)
+    limit = COHORT_ERROR_RATIO * float(np.nansum(rel.cube.errors)
                                                      / np.nansum(rel.cube.count))
     weak = table[table["significant"] & (table["low"] > limit)]
     for _, row in weak.head(5).iterrows():

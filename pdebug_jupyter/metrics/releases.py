@@ -20,6 +20,9 @@ from . import cohorts, drift, fairness, performance
 from .attribution import AttributionCube, importance
 
 LEVEL = 0.9
+#: A metric is ``significant`` when its interval's lower end is above these.
+THRESHOLDS = {"ece": 0.02, "mce": 0.1, "brier": 1.0, "demographic_parity_difference": 0.02,
+              "equalized_odds_difference": 0.05}
 
 
 def _alphas(release: Release, part: str | None = None) -> dict[str, float]:
@@ -87,6 +90,7 @@ class CalibrationRelease(Release):
             for name, fn in _METRICS.items():
                 row[name] = fn(self.cube, g)
                 row[f"{name}_low"], row[f"{name}_high"] = self._ci(name, g)
+            row["significant"] = row["ece_low"] > THRESHOLDS["ece"]
             rows.append(row)
         return pd.DataFrame(rows).set_index("group")
 
@@ -135,6 +139,19 @@ class ConfusionRelease(Release):
         """Interval of ``metric`` (a fairness function's name) at ``threshold``."""
         fn = getattr(fairness, metric)
         return fairness.fairness_interval(self.cube, fn, threshold, level=LEVEL)
+
+    def gaps(self, threshold: float) -> pd.DataFrame:
+        """Fairness gaps at ``threshold`` with intervals; ``significant`` when the interval
+        clears the metric's threshold (ratios are reported without one)."""
+        rows = []
+        for metric in ("demographic_parity_difference", "equalized_odds_difference",
+                       "demographic_parity_ratio", "equalized_odds_ratio"):
+            low, high = self.interval(metric, threshold)
+            limit = THRESHOLDS.get(metric, float("nan"))
+            rows.append({"metric": metric, "value": getattr(self, metric)(threshold),
+                         "low": low, "high": high, "threshold": limit,
+                         "significant": bool(low > limit)})
+        return pd.DataFrame(rows).set_index("metric")
 
     def roc_curve(self, group: str | None = None) -> pd.DataFrame:
         return fairness.roc_curve(self.cube, group)
