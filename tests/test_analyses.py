@@ -175,3 +175,27 @@ def test_check_command_fails_on_planted_problems_and_passes_the_control(
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "0 finding(s)" in run.stdout
+
+
+def test_cohort_errors_from_a_prediction_column_match_the_score_rule(tmp_path: Path) -> None:
+    files = make_loans(5_000, seed=6, path=tmp_path, epsilon_per_user=1e5,
+                       epsilon_total=1e5, users=[])
+    frame = pd.read_parquet(files.data)
+    frame["approved"] = (frame["score"] >= 0.3).astype("int64")
+    frame.to_parquet(files.data)
+    files.policy.write_text(files.policy.read_text().replace(
+        "window = {", 'approved = { kind = "label" }\nwindow = {'))
+    with pdj.connect(policy=files.policy) as s:
+        ds = s.dataset("loans")
+        by_column = ds.cohort_errors(["region"], label="default", prediction="approved",
+                                     epsilon=5e4).to_frame().set_index("region")
+        by_score = ds.cohort_errors(["region"], label="default", threshold=0.3,
+                                   epsilon=5e4).to_frame().set_index("region")
+        with pytest.raises(pdj.PdebugError, match="not both"):
+            ds.cohort_errors(["region"], label="default", prediction="approved",
+                             threshold=0.3, epsilon=1.0)
+    wrong = (frame["score"] >= 0.3) != (frame["default"] == 1)
+    expected = wrong.groupby(frame["region"]).sum()
+    for region in ("north", "south", "east", "west"):
+        assert by_column.loc[region, "errors"] == by_score.loc[region, "errors"]
+        assert by_column.loc[region, "errors"] == expected[region]

@@ -121,12 +121,14 @@ class Dataset:
                           current=current, bins=bins, where=where)
 
     def cohort_errors(self, features: list[str], *, score: str | None = None,
-                      label: str | None = None, threshold: float = 0.5,
-                      where: dict[str, Any] | None = None, epsilon: float) -> Release:
-        """Error counts over combinations of 1-3 declared features (score >= threshold
-        predicts the positive label)."""
+                      label: str | None = None, threshold: float | None = None,
+                      prediction: str | None = None, where: dict[str, Any] | None = None,
+                      epsilon: float) -> Release:
+        """Error counts over combinations of 1-3 declared features. The prediction is
+        ``score >= threshold`` (0.5 by default) or a binary ``prediction`` column."""
         return self.query("cohort_errors", epsilon=epsilon, features=features, score=score,
-                          label=label, threshold=threshold, where=where)
+                          label=label, threshold=threshold, prediction=prediction,
+                          where=where)
 
     def attribution(self, columns: list[str] | None = None, *,
                     by: str | list[str] | None = None, where: dict[str, Any] | None = None,

@@ -79,10 +79,16 @@ def matches(t: ir.Table, where: Where) -> ir.BooleanValue:
 def measure(t: ir.Table, m: Measure) -> ir.IntegerValue:
     value = ibis.literal(1, "int64") if m.column is None else fixed_point(t, m)
     if m.misclassified is not None:
-        score, threshold, label, positive = m.misclassified
-        actual = t[label] == typed_category(positive, t[label].type())
-        # NULL scores or labels never count as errors: the comparison is not true
-        value = ibis.cases(((t[score] >= threshold) != actual, value), else_=0)
+        w = m.misclassified
+        actual = t[w.label] == typed_category(w.positive, t[w.label].type())
+        if w.prediction is not None:
+            predicted = t[w.prediction] == typed_category(w.predicted_positive,
+                                                          t[w.prediction].type())
+        else:
+            assert w.score is not None
+            predicted = t[w.score] >= w.threshold
+        # NULL predictions or labels never count as errors: the comparison is not true
+        value = ibis.cases((predicted != actual, value), else_=0)
     if m.when is not None:
         col, category = m.when
         x = t[col]

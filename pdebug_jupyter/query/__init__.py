@@ -9,6 +9,7 @@ from .spec import (
     Cube,
     Dimension,
     Measure,
+    Misclassified,
     Query,
     QueryError,
     Where,
@@ -16,4 +17,4 @@ from .spec import (
 )
 
 __all__ = ["BUILDERS", "MAX_CELLS", "MAX_DIMENSIONS", "SCORE_SCALE", "Cube", "Dimension",
-           "Measure", "Query", "QueryError", "Where", "build_query", "parse_body"]
+           "Measure", "Misclassified", "Query", "QueryError", "Where", "build_query", "parse_body"]

@@ -17,7 +17,8 @@ kind               cubes (all integer measures)                        epsilon s
 ``estimate``       (unlabelled data: no label is read)
 =================  ==================================================  ==================
 
-Rows with a NULL score or label are never counted as misclassified.
+A cohort's prediction is ``score >= threshold`` or a binary ``prediction`` column (declared
+with kind "label"); rows with a NULL prediction or label are never counted as misclassified.
 
 Score bins are left-closed ``[a, b)``, the last one closed; empty bins are kept. The score
 sum is fixed point: each score is clipped to its bounds, multiplied by ``SCORE_SCALE`` and
@@ -37,6 +38,7 @@ from .spec import (
     Cube,
     Dimension,
     Measure,
+    Misclassified,
     Query,
     QueryError,
     Where,
@@ -156,14 +158,27 @@ def _cohort_errors(ds: DatasetPolicy, p: dict[str, Any]) -> Built:
     if not isinstance(raw, list) or not 1 <= len(raw) <= 3:
         raise QueryError("invalid_parameter", "features must be a list of 1 to 3 column names")
     features = tuple(dimension(ds, f, "features") for f in raw)
-    score = _only(ds, p.pop("score", None), "score", "score")
     label = _only(ds, p.pop("label", None), "label", "label")
-    threshold = _threshold(ds, score, p.pop("threshold", 0.5))
-    wrong = Measure("errors", misclassified=(score, threshold, label,
-                                             ds.columns[label].categories[1]))
-    return ((Cube("cohort_errors", features, (Measure("count"), wrong)),),
-            {"dims": [_dim_key(d) for d in features], "score": score, "label": label,
-             "threshold": threshold})
+    positive = ds.columns[label].categories[1]
+    prediction = p.pop("prediction", None)
+    if prediction is not None:  # a binary prediction column, declared like a label
+        if "score" in p or "threshold" in p:
+            raise QueryError("invalid_parameter", "give a prediction column or a score and "
+                             "threshold, not both")
+        pred = column(ds, prediction, "prediction", ("label",))
+        if pred == label:
+            raise QueryError("invalid_parameter", "the prediction and the label are one column")
+        rule = Misclassified(label, positive, prediction=pred,
+                             predicted_positive=ds.columns[pred].categories[1])
+        how: dict[str, Any] = {"prediction": pred}
+    else:
+        score = _only(ds, p.pop("score", None), "score", "score")
+        threshold = _threshold(ds, score, p.pop("threshold", 0.5))
+        rule = Misclassified(label, positive, score=score, threshold=threshold)
+        how = {"score": score, "threshold": threshold}
+    return ((Cube("cohort_errors", features, (Measure("count"),
+                                              Measure("errors", misclassified=rule))),),
+            {"dims": [_dim_key(d) for d in features], "label": label, **how})
 
 
 def _attribution(ds: DatasetPolicy, p: dict[str, Any]) -> Built:

@@ -63,6 +63,20 @@ class Dimension:
 
 
 @dataclass(frozen=True)
+class Misclassified:
+    """A row is misclassified when its prediction disagrees with ``label == positive``. The
+    prediction is ``score >= threshold``, or ``prediction == predicted_positive`` for a
+    declared binary prediction column."""
+
+    label: str
+    positive: str
+    score: str | None = None
+    threshold: float = 0.5
+    prediction: str | None = None
+    predicted_positive: str = ""
+
+
+@dataclass(frozen=True)
 class Measure:
     """An integer aggregate per cell: a row count, or a fixed-point sum of a clipped column.
 
@@ -70,8 +84,8 @@ class Measure:
     ``scale`` and rounds it to an integer before summing, so the released number lives on an
     integer grid (privacy rule 4); ``absolute`` sums magnitudes. ``when`` restricts either to
     rows whose categorical column equals a category: ``Measure("positives", when=("default",
-    "1"))`` counts positives. ``misclassified = (score, threshold, label, positive)`` counts
-    rows where ``score >= threshold`` disagrees with ``label == positive``.
+    "1"))`` counts positives. ``misclassified`` counts rows whose prediction disagrees with
+    their label (see :class:`Misclassified`).
     """
 
     name: str
@@ -82,7 +96,7 @@ class Measure:
     when: tuple[str, str] | None = None
     power: int = 1
     absolute: bool = False
-    misclassified: tuple[str, float, str, str] | None = None
+    misclassified: Misclassified | None = None
 
     @property
     def row_sensitivity(self) -> int:
