@@ -150,18 +150,41 @@ def _cohorts(rel: CohortRelease) -> list[Finding]:
 def health_check(ds: Dataset, epsilon: float = 1.0, *, threshold: float = 0.5,
                  features: list[str] | None = None) -> HealthReport:
     """Spend ``epsilon`` once across calibration, fairness, drift and error cohorts of
-    ``ds`` and return the findings, most severe first."""
+    ``ds`` and return the findings, most severe first.
+
+    Analyses the policy gives no footing for are left out and their share is not spent:
+    fairness without a protected column, drift without a split column with two categories,
+    cohorts without categorical or numeric features.
+    """
     protected, categorical, numeric = _split_columns(ds)
-    by = protected or None
-    cal = ds.calibration(by=by, epsilon=epsilon * SPLIT["calibration"])
-    con = ds.confusion(by=by, epsilon=epsilon * SPLIT["fairness"])
-    dri = ds.drift(epsilon=epsilon * SPLIT["drift"])
     chosen = features or (categorical[:1] + numeric[:1])
-    coh = ds.cohort_errors(chosen, threshold=threshold, epsilon=epsilon * SPLIT["cohorts"])
-    assert isinstance(cal, CalibrationRelease) and isinstance(con, ConfusionRelease)
-    assert isinstance(dri, DriftRelease) and isinstance(coh, CohortRelease)
-    findings = (_calibration(cal) + (_fairness(con, threshold) if by else []) + _drift(dri)
-                + _cohorts(coh))
+    splits = [c for c in ds.schema["columns"] if c["kind"] == "split"
+              and len(c.get("categories", ())) >= 2]
+    plan = {"calibration": True, "fairness": bool(protected), "drift": len(splits) == 1,
+            "cohorts": bool(chosen)}
+    by = protected or None
+    findings: list[Finding] = []
+    releases: list[str] = []
+    if plan["calibration"]:
+        cal = ds.calibration(by=by, epsilon=epsilon * SPLIT["calibration"])
+        assert isinstance(cal, CalibrationRelease)
+        findings += _calibration(cal)
+        releases.append(cal.release_id)
+    if plan["fairness"]:
+        con = ds.confusion(by=by, epsilon=epsilon * SPLIT["fairness"])
+        assert isinstance(con, ConfusionRelease)
+        findings += _fairness(con, threshold)
+        releases.append(con.release_id)
+    if plan["drift"]:
+        dri = ds.drift(epsilon=epsilon * SPLIT["drift"])
+        assert isinstance(dri, DriftRelease)
+        findings += _drift(dri)
+        releases.append(dri.release_id)
+    if plan["cohorts"]:
+        coh = ds.cohort_errors(chosen, threshold=threshold, epsilon=epsilon * SPLIT["cohorts"])
+        assert isinstance(coh, CohortRelease)
+        findings += _cohorts(coh)
+        releases.append(coh.release_id)
     findings.sort(key=lambda f: f.severity, reverse=True)
-    return HealthReport(ds.name, epsilon, tuple(findings),
-                        tuple(r.release_id for r in (cal, con, dri, coh)))
+    spent = epsilon * sum(SPLIT[k] for k, run in plan.items() if run)
+    return HealthReport(ds.name, spent, tuple(findings), tuple(releases))

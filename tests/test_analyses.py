@@ -199,3 +199,18 @@ def test_cohort_errors_from_a_prediction_column_match_the_score_rule(tmp_path: P
     for region in ("north", "south", "east", "west"):
         assert by_column.loc[region, "errors"] == by_score.loc[region, "errors"]
         assert by_column.loc[region, "errors"] == expected[region]
+
+
+def test_health_check_leaves_out_what_the_policy_gives_no_footing_for(tmp_path: Path) -> None:
+    files = make_loans(5_000, seed=8, path=tmp_path, users=[])
+    lines = [ln for ln in files.policy.read_text().splitlines()
+             if not ln.startswith(("sex =", "window ="))]
+    files.policy.write_text("\n".join(lines) + "\n")
+    with pdj.connect(policy=files.policy) as s:
+        ds = s.dataset("loans")
+        report = ds.health_check(epsilon=1.0)
+        assert len(report.release_ids) == 2  # calibration and cohorts: no fairness, no drift
+        assert report.epsilon == pytest.approx(0.45)
+        assert ds.budget["spent"] == pytest.approx(0.45)
+        kinds = [s.release(r).kind for r in report.release_ids]
+        assert kinds == ["calibration", "cohort_errors"]
