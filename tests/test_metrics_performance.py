@@ -124,10 +124,10 @@ def test_intervals_cover_in_85_to_95_percent(current: pd.DataFrame) -> None:
 
 def test_bad_input_is_refused_with_a_clear_message() -> None:
     h = performance.ScoreHistogram(EDGES, np.ones(20), np.ones(20) / 2, ALPHAS, SCALE)
-    with pytest.raises(ValueError, match=r"^threshold 0\.52 is not a score bin edge") as err:
+    with pytest.raises(ValueError, match=r"^threshold 0\.52 is not a bin edge") as err:
         performance.expected_performance(h, 0.52)
     assert "\n" not in str(err.value)
-    with pytest.raises(ValueError, match="not a score bin edge"):
+    with pytest.raises(ValueError, match="is outside the bin edges|not a bin edge"):
         performance.performance_interval(h, "accuracy", 0.33)
     with pytest.raises(ValueError, match="unknown metric"):
         performance.performance_interval(h, "auc", 0.5)

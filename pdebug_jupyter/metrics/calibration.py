@@ -19,6 +19,7 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
+from ._bins import bin_edges
 from ._bootstrap import geometric_noise, percentile_interval
 
 __all__ = ["MEASURES", "CalibrationCube", "Metric", "brier_score", "calibration_interval",
@@ -61,10 +62,7 @@ class CalibrationCube:
     scale: float
 
     def __post_init__(self) -> None:
-        edges = _frozen(self.edges)
-        if edges.ndim != 1 or edges.size < 2 or not np.isfinite(edges).all() \
-                or (np.diff(edges) <= 0).any():
-            raise ValueError("edges must be two or more finite, strictly increasing numbers")
+        edges = _frozen(bin_edges(self.edges))
         object.__setattr__(self, "edges", edges)
         object.__setattr__(self, "groups", tuple(str(g) for g in self.groups))
         shape = (edges.size - 1, len(self.groups))

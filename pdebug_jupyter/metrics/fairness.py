@@ -26,6 +26,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
+from ._bins import bin_edges, edge_index
 from ._bootstrap import geometric_noise, percentile_interval
 
 __all__ = ["ALL", "OTHER", "RATES", "ConfusionCube", "GroupRate", "Metric", "at_threshold",
@@ -64,10 +65,7 @@ class ConfusionCube:
     alpha: float
 
     def __post_init__(self) -> None:
-        edges = np.array(self.edges, dtype=float)
-        if edges.ndim != 1 or edges.size < 2 or not np.isfinite(edges).all() \
-                or (np.diff(edges) <= 0).any():
-            raise ValueError("edges must be two or more finite, strictly increasing numbers")
+        edges = bin_edges(self.edges)
         groups = tuple(str(g) for g in self.groups)
         if ALL in groups and len(groups) > 1:
             raise ValueError(f"{ALL!r} names the pooled row; use it only as the sole group")
@@ -89,22 +87,6 @@ class ConfusionCube:
         """``(g,)`` mask of the groups the gaps are taken over: all but ``other``, and for
         groups joined over several columns (``"female / other"``) all with an ``other`` part."""
         return np.array([OTHER not in g.split(" / ") for g in self.groups])
-
-
-def edge_index(edges: np.ndarray, threshold: float) -> int:
-    """Index of the edge equal to ``threshold``; ValueError naming the nearest edges if none."""
-    t = float(threshold)
-    if not np.isfinite(t):
-        raise ValueError("threshold must be a finite number on a bin edge")
-    hit = np.flatnonzero(np.isclose(edges, t, rtol=0.0, atol=1e-9))
-    if hit.size:
-        return int(hit[0])
-    if t < edges[0] or t > edges[-1]:
-        raise ValueError(f"threshold {t:g} is outside the bin edges [{edges[0]:g}, "
-                         f"{edges[-1]:g}]; pick one of the edges")
-    k = int(np.searchsorted(edges, t))
-    raise ValueError(f"threshold {t:g} is not a bin edge; the nearest edges are "
-                     f"{edges[k - 1]:g} and {edges[k]:g}")
 
 
 def _confusion(counts: np.ndarray, j: int) -> np.ndarray:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._bins import bin_edges, edge_index
 from ._bootstrap import geometric_noise, percentile_interval
 
 __all__ = ["METRICS", "ScoreHistogram", "expected_performance", "performance_interval"]
@@ -56,9 +57,7 @@ class ScoreHistogram:
     scale: float
 
     def __post_init__(self) -> None:
-        edges = np.asarray(self.edges, dtype=float)
-        if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
-            raise ValueError("edges must be at least two increasing values")
+        edges = bin_edges(self.edges)
         object.__setattr__(self, "edges", edges)
         for name in ("count", "score_sum"):
             value = np.asarray(getattr(self, name), dtype=float)
@@ -70,15 +69,6 @@ class ScoreHistogram:
             raise ValueError("alphas must give 'count' and 'score_sum', each in [0, 1)")
         if not self.scale > 0:
             raise ValueError("scale must be positive")
-
-
-def _cut(edges: np.ndarray, threshold: float) -> int:
-    """Index of the edge equal to ``threshold``: bins from there on predict positive."""
-    hits = np.flatnonzero(np.isclose(edges, threshold, rtol=0.0, atol=1e-9))
-    if hits.size == 0:
-        raise ValueError(f"threshold {threshold:g} is not a score bin edge (edges: "
-                         f"{', '.join(f'{e:g}' for e in edges)})")
-    return int(hits[0])
 
 
 def _project(h: ScoreHistogram, n: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +115,7 @@ def expected_performance(h: ScoreHistogram, threshold: float) -> dict[str, float
     ValueError
         When ``threshold`` is not a bin edge.
     """
-    j = _cut(h.edges, threshold)
+    j = edge_index(h.edges, threshold)
     n, s = _project(h, h.count, h.score_sum)
     return {k: float(v) for k, v in _metrics(n, s, j).items()}
 
@@ -188,7 +178,7 @@ def performance_interval(h: ScoreHistogram, metric: str, threshold: float, *,
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
-    j = _cut(h.edges, threshold)
+    j = edge_index(h.edges, threshold)
     rng = np.random.default_rng() if rng is None else rng
     n, s = _redraw(h, draws, rng, sampling)
     return percentile_interval(_metrics(n, s, j)[metric], level)
