@@ -12,5 +12,7 @@ from .client import Dataset, PdebugError, Release, Session, connect  # noqa: E40
 
 __all__ = ["Dataset", "PdebugError", "Release", "Session", "__version__", "connect"]
 
-# typed releases (calibration, confusion, drift, ...) register themselves with the client
+# typed releases (calibration, confusion, drift, ...) register themselves with the client,
+# and so do the chart builders (Altair itself is imported on the first chart)
+from . import charts as _charts  # noqa: E402, F401
 from .metrics import releases as _releases  # noqa: E402, F401

@@ -109,6 +109,9 @@ def test_performance_estimate_matches_the_expectation_under_calibration(
     expected_accuracy = np.mean(np.where(p >= 0.5, p, 1 - p))
     assert frame.loc["accuracy", "value"] == pytest.approx(expected_accuracy, abs=0.01)
     assert frame.loc["accuracy", "low"] <= frame.loc["accuracy", "value"]
+    # intervals are post-processing with fixed bootstrap draws: every reading agrees
+    assert rel.at(0.5).equals(frame)
+    assert session.release(rel.release_id).at(0.5).equals(frame)
 
 
 def test_attribution_ranks_declared_attribution_columns(tmp_path: Path) -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .transport import PdebugError
+
+ChartBuilder = Callable[..., Any]
+"""Draws one view of a release: ``builder(release, **options)`` returns an Altair chart."""
 
 
 class Release:
@@ -15,15 +20,27 @@ class Release:
 
     :meth:`of` picks the subclass registered for the release's kind (the metrics layer adds
     calibration, fairness, drift and other views), so the client never imports metrics.
+    Charts are looked up the same way: :meth:`chart` calls the builder that the charts layer
+    registered for the release's kind with :meth:`register_chart`.
     """
 
     _kinds: dict[str, type[Release]] = {}
+    _charts: dict[str, ChartBuilder] = {}
 
     @classmethod
     def register(cls, kind: str) -> Any:
         def add(sub: type[Release]) -> type[Release]:
             cls._kinds[kind] = sub
             return sub
+        return add
+
+    @classmethod
+    def register_chart(cls, view: str) -> Callable[[ChartBuilder], ChartBuilder]:
+        """Register the builder of ``view``: a release kind, or a named extra view such as
+        ``"confusion.roc"``. The charts layer registers its builders on import."""
+        def add(builder: ChartBuilder) -> ChartBuilder:
+            cls._charts[view] = builder
+            return builder
         return add
 
     @classmethod
@@ -109,6 +126,21 @@ class Release:
             return self.frame()
         frames = [self.frame(p).assign(part=p) for p in self._parts]
         return pd.concat(frames, ignore_index=True)
+
+    def chart(self) -> Any:
+        """This release drawn as an Altair chart from its released cells only (free).
+
+        Suppressed cells are marked as such, error bars are the intervals the release or its
+        metrics give, and the subtitle names the epsilon spent and the release id.
+        """
+        return self._chart(self.kind)
+
+    def _chart(self, view: str, **options: Any) -> Any:
+        builder = Release._charts.get(view)
+        if builder is None:
+            raise PdebugError("no_chart", f"no chart is registered for {view!r}; charts come "
+                              "from pdebug_jupyter.charts, imported by pdebug_jupyter")
+        return builder(self, **options)
 
     def __repr__(self) -> str:
         state = "cached" if self.cached else "new"

@@ -20,9 +20,16 @@ from . import cohorts, drift, fairness, performance
 from .attribution import AttributionCube, importance
 
 LEVEL = 0.9
+BOOTSTRAP_SEED = 20_241_204
 #: A metric is ``significant`` when its interval's lower end is above these.
 THRESHOLDS = {"ece": 0.02, "mce": 0.1, "brier": 1.0, "demographic_parity_difference": 0.02,
               "equalized_odds_difference": 0.05}
+
+
+def _rng() -> np.random.Generator:
+    """Bootstrap draws for intervals (post-processing, never a release): a fixed seed so the
+    same release shows the same interval every time it is read or re-rendered."""
+    return np.random.default_rng(BOOTSTRAP_SEED)
 
 
 def _alphas(release: Release, part: str | None = None) -> dict[str, float]:
@@ -159,6 +166,15 @@ class ConfusionRelease(Release):
     def pr_curve(self, group: str | None = None) -> pd.DataFrame:
         return fairness.pr_curve(self.cube, group)
 
+    def chart(self, threshold: float = 0.5) -> Any:
+        """Selection rate, TPR, FPR and precision per group at ``threshold`` (a bin edge),
+        with intervals; the title gives the demographic parity difference."""
+        return self._chart("confusion", threshold=threshold)
+
+    def roc_chart(self) -> Any:
+        """ROC curve of each group and of all rows, one point per bin edge."""
+        return self._chart("confusion.roc")
+
     def to_frame(self) -> pd.DataFrame:
         """Per-group rates at every threshold on a bin edge, stacked."""
         return pd.concat([self.at(t).reset_index().assign(threshold=t)
@@ -183,7 +199,7 @@ class DriftRelease(Release):
 
     @cached_property
     def table(self) -> pd.DataFrame:
-        return drift.drift_table(self.histograms, level=LEVEL)
+        return drift.drift_table(self.histograms, level=LEVEL, rng=_rng())
 
     def to_frame(self) -> pd.DataFrame:
         """One row per column: psi, js, hellinger, wasserstein, ks, drifted, ..."""
@@ -206,13 +222,17 @@ class PerformanceRelease(Release):
             edges=_edges(self.part()["dims"][0]), count=arrays["count"],
             score_sum=arrays["score_sum"] / scale, alphas=_alphas(self), scale=scale)
 
+    def chart(self, threshold: float = 0.5) -> Any:
+        """The expected metrics at ``threshold`` with their intervals."""
+        return self._chart("performance_estimate", threshold=threshold)
+
     def at(self, threshold: float = 0.5) -> pd.DataFrame:
         """Expected accuracy, precision, recall and F1 at ``threshold``, with intervals."""
         values = performance.expected_performance(self.histogram, threshold)
         rows = []
         for metric, value in values.items():
             lo, hi = performance.performance_interval(self.histogram, metric, threshold,
-                                                      level=LEVEL)
+                                                      level=LEVEL, rng=_rng())
             rows.append({"metric": metric, "value": value, "low": lo, "high": hi})
         return pd.DataFrame(rows).set_index("metric")
 
@@ -235,13 +255,18 @@ class CohortRelease(Release):
 
     @cached_property
     def table(self) -> pd.DataFrame:
-        return cohorts.error_table(self.cube, level=LEVEL)
+        return cohorts.error_table(self.cube, level=LEVEL, rng=_rng())
 
     def weakest(self, k: int = 5) -> pd.DataFrame:
         return self.table.head(k)
 
     def heatmap(self, rows: str, cols: str) -> pd.DataFrame:
         return cohorts.heatmap(self.cube, rows, cols)
+
+    def chart(self, rows: str | None = None, cols: str | None = None) -> Any:
+        """Heatmap of the error rate over two features (default: the first two), the other
+        features pooled; suppressed cells are marked."""
+        return self._chart("cohort_errors", rows=rows, cols=cols)
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
@@ -262,7 +287,7 @@ class AttributionRelease(Release):
             sums={c: flat[c][0] / scales[c] for c in columns}, scales=scales,
             bounds={c: float(b) for c, b in self.params["bounds"].items()},
             alphas=_alphas(self))
-        return importance(cube, level=LEVEL)
+        return importance(cube, level=LEVEL, rng=_rng())
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()

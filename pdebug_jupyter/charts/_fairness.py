@@ -1,0 +1,98 @@
+"""A ``confusion`` release: per-group rates at a threshold, and ROC curves.
+
+Both are post-processing of the one release: any threshold on a bin edge costs nothing.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from ..metrics import fairness
+from ..metrics.releases import LEVEL, ConfusionRelease
+from ._spec import INTERVAL_NOTE, SUPPRESSED, diagonal, inline, titled
+
+__all__ = ["rates_chart", "rates_data", "roc_chart", "roc_data"]
+
+_RATE_TITLES = {"selection_rate": "selection rate", "tpr": "TPR", "fpr": "FPR",
+                "precision": "precision"}
+_COMPLETE = "all cells released"
+
+
+def _cells_note(release: ConfusionRelease, hidden: int) -> str:
+    if not hidden:
+        return _COMPLETE
+    return f"cells {SUPPRESSED} ({release.threshold}) count as 0"
+
+
+def rates_data(release: ConfusionRelease, threshold: float) -> pd.DataFrame:
+    """One row per (group, rate) at ``threshold``: ``value`` from
+    :meth:`ConfusionRelease.at`, ``low`` and ``high`` its interval (:class:`GroupRate`),
+    the group's noisy ``count`` and how many of its cells were ``suppressed``."""
+    frame = release.at(threshold)
+    rows = []
+    for group, row in frame.iterrows():
+        hidden = int(row["suppressed"])
+        for rate in fairness.RATES:
+            low, high = fairness.fairness_interval(
+                release.cube, fairness.GroupRate(rate, str(group)), threshold, level=LEVEL)
+            rows.append({"group": str(group), "rate": rate, "value": row[rate], "low": low,
+                         "high": high, "count": row["count"], "suppressed": hidden,
+                         "cells": _cells_note(release, hidden)})
+    return pd.DataFrame(rows)
+
+
+def rates_chart(release: ConfusionRelease, threshold: float = 0.5) -> alt.LayerChart:
+    """Selection rate, TPR, FPR and precision side by side for each group at ``threshold``,
+    whiskers their intervals; groups missing suppressed cells get a hollow point."""
+    data = rates_data(release, threshold)
+    groups = list(dict.fromkeys(data["group"]))
+    label = " : ".join(f"datum.label == '{k}' ? '{v}'" for k, v in _RATE_TITLES.items())
+    x = alt.X("rate:N", sort=list(fairness.RATES), title=None,
+              axis=alt.Axis(labelExpr=f"{label} : datum.label", labelAngle=0))
+    base = alt.Chart().encode(x=x, xOffset=alt.XOffset("group:N", sort=groups),
+                              color=alt.Color("group:N", sort=groups, title="group"))
+    y_scale = alt.Scale(domain=[0, 1])
+    whiskers = base.mark_rule(strokeWidth=1.5).encode(
+        y=alt.Y("low:Q", title="rate", scale=y_scale), y2="high:Q")
+    points = base.mark_point(size=80, filled=True).encode(
+        y=alt.Y("value:Q", title="rate", scale=y_scale),
+        shape=alt.Shape("cells:N", title=None, sort="descending",
+                        legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=0)),
+        tooltip=["group:N", "rate:N", alt.Tooltip("value:Q", format=".3f"),
+                 alt.Tooltip("low:Q", format=".3f"), alt.Tooltip("high:Q", format=".3f"),
+                 alt.Tooltip("count:Q", title="noisy count", format=".0f"),
+                 alt.Tooltip("suppressed:Q", title="suppressed cells"), alt.Tooltip("cells:N")])
+    layered = alt.LayerChart(layer=[whiskers, points], data=inline(data))
+    gap = release.demographic_parity_difference(threshold)
+    low, high = release.interval("demographic_parity_difference", threshold)
+    title = (f"Rates at threshold {threshold:g} · demographic parity difference {gap:.3f}, "
+             f"{LEVEL:.0%} interval {low:.3f}–{high:.3f}")
+    return titled(layered, release, title, [INTERVAL_NOTE])
+
+
+def roc_data(release: ConfusionRelease) -> pd.DataFrame:
+    """ROC points (``threshold``, ``fpr``, ``tpr``) of each declared group and of all rows."""
+    groups = [str(g) for g in release.at(release.thresholds[0]).index]
+    return pd.concat([release.roc_curve(g).assign(group=g) for g in groups],
+                     ignore_index=True)
+
+
+def roc_chart(release: ConfusionRelease) -> alt.LayerChart:
+    """One ROC curve per group, a point at each bin edge, and the chance diagonal."""
+    data = roc_data(release)
+    groups = list(dict.fromkeys(data["group"]))
+    unit = alt.Scale(domain=[0, 1])
+    curves = alt.Chart().mark_line(point=True).encode(
+        x=alt.X("fpr:Q", title="false positive rate", scale=unit),
+        y=alt.Y("tpr:Q", title="true positive rate", scale=unit),
+        color=alt.Color("group:N", sort=groups, title="group"),
+        order=alt.Order("threshold:Q", sort="descending"),
+        tooltip=["group:N", alt.Tooltip("threshold:Q", format="g"),
+                 alt.Tooltip("fpr:Q", format=".3f"), alt.Tooltip("tpr:Q", format=".3f")])
+    reference = diagonal(0.0, 1.0, "false positive rate", "true positive rate")
+    layered = alt.LayerChart(layer=[reference, curves], data=inline(data))
+    hidden = int(np.isnan(release.cube.counts).sum())
+    notes = [f"{hidden} {_cells_note(release, hidden)}"] if hidden else []
+    return titled(layered, release, "ROC curve by group", notes)
