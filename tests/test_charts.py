@@ -232,7 +232,7 @@ def test_drift_chart_has_a_row_per_column_with_its_rule_and_highlights_drift(
     assert spec["resolve"] == {"scale": {"x": "independent"}}
     assert [v["verdict"] for v in values] == [
         "drifted" if d else "not drifted" for d in table["drifted"]]
-    assert True in list(table["drifted"])  # the planted age drift
+    assert table["drifted"].any()  # the planted age drift
     point = layer(spec, "point", x="statistic", color="verdict")
     assert point["encoding"]["color"]["scale"] == {"domain": ["drifted", "not drifted"],
                                                    "range": ["#d62728", "#7f7f7f"]}
