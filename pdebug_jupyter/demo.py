@@ -66,6 +66,8 @@ def run(directory: Path, *, port: int = 8888, browser: bool = True) -> int:
            "--ServerApp.default_url=/lab/tree/tour.ipynb"]
     if not browser:
         cmd.append("--no-browser")
+    if os.geteuid() == 0:  # containers and CI run as root; JupyterLab refuses it otherwise
+        cmd.append("--allow-root")
     try:
         return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:
