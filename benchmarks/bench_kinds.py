@@ -22,7 +22,9 @@ post-processing of one release, e.g. ``ece`` and its interval).
 ``attribution`` is not measured: the synthetic loans have no attribution columns.
 
 Target (ARCHITECTURE.md, issue 3): fresh/raw at most 1.3 for every kind.
-Run: ``python benchmarks/bench_kinds.py [--rows 1000000 10000000] [--repeat 11]``.
+Run: ``python benchmarks/bench_kinds.py [--rows 1000000 10000000] [--repeat 11]``; with
+``--explain`` it instead times the service's SQL rebuilt one feature at a time (fixed-point
+rounding, POWER, CASE-chain bins; one-scan drift plans) to show where each gap comes from.
 Evidently pins its own dependencies, and 0.7.23 declares no upper bound on pandas yet fails to
 import with pandas 3 (a removed pandas internal), so it lives in its own venv::
 
