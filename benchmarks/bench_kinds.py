@@ -52,6 +52,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import requests
+from bench_core import TOKEN, dataset  # same data and token as the core benchmark
 from fairlearn.metrics import (
     MetricFrame,
     false_positive_rate,
@@ -65,10 +66,8 @@ from pdebug_jupyter.client.release import Release
 from pdebug_jupyter.engine import Engine
 from pdebug_jupyter.policy import load_policy
 from pdebug_jupyter.query import build_query
-from pdebug_jupyter.synth import make_loans
 
 HERE = Path(__file__).parent
-TOKEN = "bench-token-000000000000"  # noqa: S105 (a throwaway local benchmark token)
 EVIDENTLY_PYTHON = "/tmp/evvenv/bin/python"  # noqa: S108 (a default, overridable)
 DRIFT_COLUMNS = ["age", "income", "region", "sex"]
 WINDOWS = {"reference": {"window": "reference"}, "current": {"window": "current"}}
@@ -249,20 +248,6 @@ def evidently(python: str, data: Path, repeat: int) -> dict[str, Any]:
 
 
 # --- measuring ---------------------------------------------------------------------------------
-def dataset(rows: int) -> Path:
-    directory = HERE / "data" / f"loans-{rows}"
-    if not (directory / "policy.toml").exists():
-        t = time.perf_counter()
-        make_loans(rows, seed=1, path=directory,
-                   users=[{"name": "bench", "role": "analyst", "token": TOKEN}],
-                   epsilon_per_user=1e6, epsilon_total=1e6)
-        log(f"  generated {rows:,} rows in {time.perf_counter() - t:.1f} s")
-    for f in directory.glob("ledger.sqlite*"):  # fresh releases: nothing may be cached
-        f.unlink()
-    assert not (directory / "ledger.sqlite").exists()
-    return directory
-
-
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
