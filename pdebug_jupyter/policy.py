@@ -168,13 +168,13 @@ def _type_names(types: type | tuple[type, ...]) -> str:
                        .get(t.__name__, t.__name__) for t in seq)
 
 
-def _resolve_token(reader: _Reader, value: str) -> str:
+def _resolve_token(reader: _Reader, value: str, required: bool) -> str | None:
     if value.startswith("env:"):
         var = value[4:]
         token = os.environ.get(var, "")
-        if not token:
+        if not token and required:
             raise reader.fail("token", f"environment variable {var} is not set")
-        return token
+        return token or None
     if len(value) < 16:
         raise reader.fail("token", "a literal token must be at least 16 characters")
     return value
@@ -282,8 +282,12 @@ def _dataset(file: Path, name: str, spec: Any) -> DatasetPolicy:
         max_epsilon_per_query=min(max_query, per_user), digest=digest)
 
 
-def load_policy(path: str | os.PathLike[str]) -> Policy:
-    """Read and validate a policy file; raises :class:`PolicyError` naming file, key and problem."""
+def load_policy(path: str | os.PathLike[str], *, require_tokens: bool = True) -> Policy:
+    """Read and validate a policy file; raises :class:`PolicyError` naming file, key and problem.
+
+    With ``require_tokens=False`` (a local service, whose only user is the session's), users
+    whose ``env:`` token variable is unset are left out instead of failing the load.
+    """
     file = Path(path).resolve()
     try:
         raw = file.read_bytes()
@@ -316,7 +320,9 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
         role = r.get("role", str)
         if role not in ROLES:
             raise r.fail("role", f"unknown role {role!r} (one of {', '.join(ROLES)})")
-        users.append(User(r.get("name", str), role, _resolve_token(r, r.get("token", str))))
+        token = _resolve_token(r, r.get("token", str), require_tokens)
+        if token is not None:  # a user whose token is not set here cannot log in here
+            users.append(User(r.get("name", str), role, token))
     if len({u.name for u in users}) != len(users):
         raise PolicyError(f"{file}: users: user names must be distinct")
     datasets = {n: _dataset(file, n, s) for n, s in top.get("datasets", dict, {}).items()}

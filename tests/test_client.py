@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import ALICE, ServiceProcess, policy_copy
+from conftest import ALICE, TOKENS, ServiceProcess, policy_copy
 
 import pdebug_jupyter as pdj
 from pdebug_jupyter.client.local import LocalService
@@ -40,6 +40,16 @@ def test_local_session_releases_histograms_and_stops_its_service(loans: Any,
     # a new session is the same user: the budget is not reset
     with pdj.connect(policy=policy) as second:
         assert second.dataset("loans").budget["spent"] == pytest.approx(0.3)
+
+
+def test_a_local_session_needs_no_other_users_tokens(loans: Any, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # the demo's case: a laptop has none of the policy's env: tokens set
+    for var in TOKENS:
+        monkeypatch.delenv(var)
+    with pdj.connect(policy=policy_copy(loans, tmp_path)) as session:
+        assert session.me["role"] == "owner"
+        assert session.datasets() == ["loans"]
 
 
 def test_connect_by_url_and_token_from_the_environment(shared_service: ServiceProcess,

@@ -155,6 +155,16 @@ def test_env_tokens_resolve_and_literal_tokens_are_kept(write: Writer) -> None:
     assert TOKEN not in repr(users[0])
 
 
+def test_a_local_service_leaves_out_users_whose_token_is_unset(
+        write: Writer, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write()
+    monkeypatch.delenv(TOKEN_VAR)
+    with pytest.raises(PolicyError, match=f"environment variable {TOKEN_VAR} is not set"):
+        load_policy(path)
+    users = load_policy(path, require_tokens=False).users
+    assert [(u.name, u.token) for u in users] == [("olivia", "olivia-literal-token-0001")]
+
+
 def test_digest_changes_when_the_file_changes(write: Writer) -> None:
     path = write()
     first, again = load_policy(path), load_policy(path)

@@ -36,7 +36,7 @@ def _local_user(role: str) -> User:
 
 
 def build_service(policy_path: str, *, local: bool = False) -> Service:
-    policy = load_policy(policy_path)
+    policy = load_policy(policy_path, require_tokens=not local)
     engine = Engine(policy)
     for name in policy.datasets:  # open every source now: a bad policy fails at start
         engine.version(name)
