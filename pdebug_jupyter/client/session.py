@@ -143,6 +143,24 @@ class Dataset:
         return self.query("performance_estimate", epsilon=epsilon, score=score, bins=bins,
                           where=where)
 
+    def marginals(self, columns: list[str] | None = None, *,
+                  where: dict[str, Any] | None = None, epsilon: float) -> Release:
+        """Noisy counts of every column and of every pair of columns (default: all but
+        identifiers), epsilon split equally; what :meth:`synthetic` samples from."""
+        return self.query("marginals", epsilon=epsilon, columns=columns, where=where)
+
+    def synthetic(self, n: int, epsilon: float, *, columns: list[str] | None = None,
+                  seed: int | None = None, where: dict[str, Any] | None = None) -> Any:
+        """A differentially private synthetic twin: ``n`` rows sampled along a maximum
+        spanning tree of released one- and two-way marginals (a ``SyntheticFrame``, marked
+        synthetic wherever shown). The release is charged once; resampling is free."""
+        from ..metrics.synthetic import MarginalsRelease, check_rows  # metrics sit above
+
+        check_rows(n)  # before the query: a bad n spends nothing
+        release = self.marginals(columns, where=where, epsilon=epsilon)
+        assert isinstance(release, MarginalsRelease)
+        return release.twin(n, seed=seed)
+
     def health_check(self, epsilon: float = 1.0, **options: Any) -> Any:
         """Calibration, fairness, drift and error cohorts in one budget; findings ranked by
         severity (see :func:`pdebug_jupyter.health.health_check`)."""

@@ -160,6 +160,12 @@ class ConfusionRelease(Release):
                          "significant": bool(low > limit)})
         return pd.DataFrame(rows).set_index("metric")
 
+    @cached_property
+    def sweep(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``(rates, gaps)`` at every bin edge with intervals (:func:`fairness.threshold_sweep`):
+        what a threshold slider moves over without asking again."""
+        return fairness.threshold_sweep(self.cube, level=LEVEL)
+
     def roc_curve(self, group: str | None = None) -> pd.DataFrame:
         return fairness.roc_curve(self.cube, group)
 
@@ -291,3 +297,8 @@ class AttributionRelease(Release):
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
+
+
+# the synthetic twin's release (kind "marginals") lives in its own module; importing it
+# here registers it wherever the typed releases are registered
+from . import synthetic as _synthetic  # noqa: E402, F401

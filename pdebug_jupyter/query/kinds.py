@@ -15,10 +15,18 @@ kind               cubes (all integer measures)                        epsilon s
                    column the fixed-point sum of |attribution|
 ``performance_``   per score bin (20 by default): count, score sum     two measures
 ``estimate``       (unlabelled data: no label is read)
+``marginals``      counts over each column's cells, and over every     one cube per column
+                   pair of columns' cells (for the synthetic twin)     and per pair
 =================  ==================================================  ==================
 
 A cohort's prediction is ``score >= threshold`` or a binary ``prediction`` column (declared
 with kind "label"); rows with a NULL prediction or label are never counted as misclassified.
+
+``marginals`` takes 1 to ``MAX_MARGINAL_COLUMNS`` columns (default: every non-identifier
+column) in policy order, numeric ones over their policy bins and attributions over
+``ATTRIBUTION_BINS`` equal-width cells of their bounds. One row lands in one cell of each
+of the ``c + c (c - 1) / 2`` cubes, so each cube's count has sensitivity ``k`` and gets an
+equal share of epsilon (7 columns: 28 cubes, each at epsilon / 28).
 
 Score bins are left-closed ``[a, b)``, the last one closed; empty bins are kept. The score
 sum is fixed point: each score is clipped to its bounds, multiplied by ``SCORE_SCALE`` and
@@ -31,7 +39,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..policy import DatasetPolicy
+from ..policy import CATEGORICAL_KINDS, DatasetPolicy, equal_width_edges
 from .spec import (
     MAX_CELLS,
     MAX_DIMENSIONS,
@@ -51,6 +59,10 @@ from .spec import (
 ATTRIBUTION_STEPS = 10_000
 SCORE_SCALE = 10_000  # the noise in score units is ~1/epsilon whatever the scale
 DRIFT_KINDS = ("numeric", "score", "categorical", "protected", "label")
+MARGINAL_KINDS = ("numeric", "score", "attribution", *CATEGORICAL_KINDS)
+MAX_MARGINAL_COLUMNS = 12  # 78 cubes; the epsilon per cube shrinks with the square
+ATTRIBUTION_BINS = 10
+MAX_CUBES = 100  # the engine runs one grouped scan per cube
 
 Built = tuple[tuple[Cube, ...], dict[str, Any]]
 
@@ -217,6 +229,34 @@ def _performance_estimate(ds: DatasetPolicy, p: dict[str, Any]) -> Built:
             {"dims": [_dim_key(score)], "scale": SCORE_SCALE})
 
 
+def _marginal_dimension(ds: DatasetPolicy, name: Any) -> Dimension:
+    col = ds.columns[column(ds, name, "columns", MARGINAL_KINDS)]
+    if col.kind == "attribution":  # only summed elsewhere, so the policy gives it no bins
+        assert col.bounds is not None
+        return Dimension(col.name, edges=equal_width_edges(col.bounds, ATTRIBUTION_BINS),
+                         bounds=col.bounds)
+    return dimension(ds, col.name, "columns")
+
+
+def _marginals(ds: DatasetPolicy, p: dict[str, Any]) -> Built:
+    raw = p.pop("columns", None)
+    if raw is None:
+        raw = [c.name for c in ds.columns.values() if c.kind in MARGINAL_KINDS]
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_MARGINAL_COLUMNS:
+        raise QueryError("invalid_parameter", "columns must be a list of 1 to "
+                         f"{MAX_MARGINAL_COLUMNS} column names")
+    dims = [_marginal_dimension(ds, name) for name in raw]
+    if len({d.column for d in dims}) != len(dims):
+        raise QueryError("invalid_parameter", "a column appears twice")
+    order = list(ds.columns)  # policy order: a reordered list is the same (cached) query
+    dims.sort(key=lambda d: order.index(d.column))
+    count = (Measure("count"),)
+    cubes = [Cube(d.column, (d,), count) for d in dims]
+    cubes += [Cube(f"{a.column} x {b.column}", (a, b), count)
+              for i, a in enumerate(dims) for b in dims[i + 1:]]
+    return tuple(cubes), {"columns": [_dim_key(d) for d in dims]}
+
+
 Builder = Callable[[DatasetPolicy, dict[str, Any]], Built]
 #: Query kinds: each builds its cubes from the parameters it pops; leftovers are errors.
 BUILDERS: dict[str, Builder] = {
@@ -227,11 +267,15 @@ BUILDERS: dict[str, Builder] = {
     "cohort_errors": _cohort_errors,
     "attribution": _attribution,
     "performance_estimate": _performance_estimate,
+    "marginals": _marginals,
 }
 
 
 def _check(cubes: tuple[Cube, ...]) -> None:
     names = [c.name for c in cubes]
+    if len(cubes) > MAX_CUBES:
+        raise QueryError("invalid_parameter", f"the query would release more than {MAX_CUBES} "
+                         "tables; use fewer columns")
     if len(set(names)) != len(names):
         raise QueryError("invalid_parameter", "a column appears twice")
     for cube in cubes:
