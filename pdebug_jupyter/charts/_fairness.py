@@ -26,21 +26,16 @@ def _cells_note(release: ConfusionRelease, hidden: int) -> str:
     return f"cells {SUPPRESSED} ({release.threshold}) count as 0"
 
 
-def rates_data(release: ConfusionRelease, threshold: float) -> pd.DataFrame:
-    """One row per (group, rate) at ``threshold``: ``value`` from
-    :meth:`ConfusionRelease.at`, ``low`` and ``high`` its interval (:class:`GroupRate`),
-    the group's noisy ``count`` and how many of its cells were ``suppressed``."""
-    frame = release.at(threshold)
-    rows = []
-    for group, row in frame.iterrows():
-        hidden = int(row["suppressed"])
-        for rate in fairness.RATES:
-            low, high = fairness.fairness_interval(
-                release.cube, fairness.GroupRate(rate, str(group)), threshold, level=LEVEL)
-            rows.append({"group": str(group), "rate": rate, "value": row[rate], "low": low,
-                         "high": high, "count": row["count"], "suppressed": hidden,
-                         "cells": _cells_note(release, hidden)})
-    return pd.DataFrame(rows)
+def rates_data(release: ConfusionRelease, threshold: float | None = None) -> pd.DataFrame:
+    """One row per (group, rate) at ``threshold`` (every bin edge when None, with a
+    ``threshold`` column): ``value`` as :meth:`ConfusionRelease.at` gives it, ``low`` and
+    ``high`` its interval, the group's noisy ``count`` and how many of its cells were
+    ``suppressed``."""
+    rates, _ = release.sweep
+    if threshold is not None:
+        edge = release.thresholds[fairness.edge_index(release.cube.edges, threshold)]
+        rates = rates[rates["threshold"] == edge].drop(columns="threshold")
+    return rates.assign(cells=[_cells_note(release, int(h)) for h in rates["suppressed"]])
 
 
 def rates_chart(release: ConfusionRelease, threshold: float = 0.5) -> alt.LayerChart:

@@ -32,7 +32,7 @@ from ._bootstrap import geometric_noise, percentile_interval
 __all__ = ["ALL", "OTHER", "RATES", "ConfusionCube", "GroupRate", "Metric", "at_threshold",
            "demographic_parity_difference", "demographic_parity_ratio",
            "edge_index", "equalized_odds_difference", "equalized_odds_ratio", "fairness_interval",
-           "pr_curve", "roc_curve"]
+           "pr_curve", "roc_curve", "threshold_sweep"]
 
 OTHER = "other"
 ALL = "all"
@@ -295,8 +295,52 @@ def fairness_interval(cube: ConfusionCube, metric: Metric, threshold: float, *,
         def call(counts: np.ndarray) -> float:
             return metric(ConfusionCube(cube.edges, cube.groups, counts, cube.alpha), threshold)
         values, at_truth = np.array([call(r) for r in replicates]), np.asarray(call(truth))
-    low, high = percentile_interval(values - at_truth, level)
-    estimate = metric(cube, threshold)
-    if metric in _KERNELS:  # gaps lie in [0, 1]
+    return _interval(metric(cube, threshold), values - at_truth, level, gap=metric in _KERNELS)
+
+
+def _interval(estimate: float, deviations: np.ndarray, level: float, *,
+              gap: bool) -> tuple[float, float]:
+    low, high = percentile_interval(deviations, level)
+    if gap:  # basic bootstrap; gaps lie in [0, 1]
         return float(np.clip(estimate - high, 0.0, 1.0)), float(np.clip(estimate - low, 0.0, 1.0))
     return estimate + low, estimate + high
+
+
+def threshold_sweep(cube: ConfusionCube, *, level: float = 0.9, draws: int = 400,
+                    rng: np.random.Generator | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every rate of every group and both difference gaps at every bin edge, with intervals.
+
+    The same numbers :func:`at_threshold` and :func:`fairness_interval` give one at a time
+    (same draws, so the same intervals), from one set of bootstrap draws: what a threshold
+    slider needs to move without asking anything again. Returns ``(rates, gaps)``: rates has
+    ``threshold``, ``group``, ``rate``, ``value``, ``low``, ``high``, ``count`` and
+    ``suppressed``; gaps has ``threshold``, ``metric``, ``value``, ``low``, ``high``.
+    """
+    rng = rng if rng is not None else np.random.default_rng(_SEED)
+    truth = np.maximum(np.nan_to_num(cube.counts), 0.0)
+    replicates = _replicates(cube, truth, draws, rng)
+    rows, gaps = [], []
+    for j, edge in enumerate(cube.edges):
+        threshold = float(edge)
+        frame = at_threshold(cube, threshold)
+        columns = [len(cube.groups) if g == ALL else cube.groups.index(str(g))
+                   for g in frame.index]
+        drawn = _rates(_confusion(replicates, j))
+        central = _rates(_confusion(truth, j))
+        counts = frame["count"].to_numpy(float)
+        hidden = frame["suppressed"].to_numpy(int)
+        for i, (group, col) in enumerate(zip(frame.index, columns, strict=True)):
+            for rate in RATES:
+                estimate = float(frame[rate].to_numpy(float)[i])
+                low, high = _interval(estimate, drawn[rate][..., col] - central[rate][col],
+                                      level, gap=False)
+                rows.append({"threshold": threshold, "group": str(group), "rate": rate,
+                             "value": estimate, "low": low, "high": high,
+                             "count": float(counts[i]), "suppressed": int(hidden[i])})
+        for metric in (demographic_parity_difference, equalized_odds_difference):
+            kernel = _KERNELS[metric]
+            deviations = kernel(replicates, j, cube.declared) - kernel(truth, j, cube.declared)
+            low, high = _interval(metric(cube, threshold), deviations, level, gap=True)
+            gaps.append({"threshold": threshold, "metric": metric.__name__,
+                         "value": metric(cube, threshold), "low": low, "high": high})
+    return pd.DataFrame(rows), pd.DataFrame(gaps)
