@@ -6,6 +6,8 @@ kernel gets releases, never rows.
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 from .client import Dataset, PdebugError, Release, Session, connect  # noqa: E402
@@ -16,3 +18,18 @@ __all__ = ["Dataset", "PdebugError", "Release", "Session", "__version__", "conne
 # and so do the chart builders (Altair itself is imported on the first chart)
 from . import charts as _charts  # noqa: E402, F401
 from .metrics import releases as _releases  # noqa: E402, F401
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext pdebug_jupyter``: the kernel guard (masked tables, redacted personal data
+    in outputs) and the ``%pdebug`` magics; see :mod:`pdebug_jupyter.guard`."""
+    from .guard import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext pdebug_jupyter``: every hook of the guard removed."""
+    from .guard import unload_ipython_extension as unload
+
+    unload(ipython)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from .local import LocalService
@@ -35,6 +36,25 @@ class Session:
     def budget(self) -> dict[str, Any]:
         return dict(self.request("GET", "/budget")["datasets"])
 
+    @property
+    def purpose(self) -> str | None:
+        """Why this session looks at the data: sent with every request, recorded with every
+        release and audit row. Setting it applies from the next request on."""
+        value = self._transport._http.headers.get(PURPOSE_HEADER)
+        return None if value is None else str(value)
+
+    @purpose.setter
+    def purpose(self, text: str | None) -> None:
+        headers = self._transport._http.headers  # the header is the only copy of it
+        text = " ".join((text or "").split())  # one line: a header cannot hold a newline
+        if not text:
+            headers.pop(PURPOSE_HEADER, None)
+            return
+        if len(text) > MAX_PURPOSE or not text.isprintable() or not text.isascii():
+            raise PdebugError("invalid_purpose", f"a purpose is printable ASCII text of at most "
+                              f"{MAX_PURPOSE} characters")
+        headers[PURPOSE_HEADER] = text
+
     def releases(self, dataset: str | None = None) -> list[dict[str, Any]]:
         params = {"dataset": dataset} if dataset else None
         return list(self.request("GET", "/releases", params=params)["releases"])
@@ -44,6 +64,9 @@ class Session:
         return Release.of(self.request("GET", f"/releases/{release_id}"))
 
     def close(self) -> None:
+        global _current
+        if _current is self:
+            _current = None
         self._transport.close()
         if self._local is not None:
             self._local.stop()
@@ -184,6 +207,17 @@ def _drop_none(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
+PURPOSE_HEADER = "X-Pdebug-Purpose"
+MAX_PURPOSE = 500  # the service keeps this many characters of a purpose
+
+_current: Session | None = None
+
+
+def current_session() -> Session | None:
+    """The open session the last :func:`connect` made; the ``%pdebug`` magics use it."""
+    return _current
+
+
 def connect(url: str | None = None, *, token: str | None = None,
             policy: str | os.PathLike[str] | None = None, purpose: str | None = None) -> Session:
     """Connect to a privacy service.
@@ -208,4 +242,10 @@ def connect(url: str | None = None, *, token: str | None = None,
         local = LocalService(policy)
         session = Session(Transport(local.url, local.token, purpose), local)
     session.request("GET", "/me")  # fail now, with a clear error, if the token is wrong
+    global _current
+    _current = session
+    if "IPython" in sys.modules:  # maybe inside IPython; never import it from here
+        from ..guard import enable_for_session  # the guard sits above the client
+
+        enable_for_session(session)
     return session
