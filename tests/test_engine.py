@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import ibis
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -22,6 +23,7 @@ import pytest
 from conftest import policy_copy
 
 from pdebug_jupyter.engine import Engine, EngineError
+from pdebug_jupyter.engine.compile import query_expression
 from pdebug_jupyter.policy import DatasetPolicy, Policy, load_policy
 from pdebug_jupyter.query import Measure, Query, QueryError, build_query
 from pdebug_jupyter.synth.loans import loans_frame
@@ -472,21 +474,119 @@ def test_boolean_and_integer_label_columns(small: pd.DataFrame, tmp_path: Path,
     assert by_label.sum() == positives
 
 
+def half_even(values: np.ndarray) -> np.ndarray:
+    """numpy's rint: to the nearest integer, ties to even (the rule of Python's round)."""
+    return np.rint(values)
+
+
 def test_fixed_point_sums_clip_scale_and_round_each_row(demo: Demo) -> None:
     query = build_query(demo.ds, {"kind": "histogram", "column": "sex", "epsilon": 1.0})
     query = dataclasses.replace(query, cubes=(dataclasses.replace(query.cubes[0], measures=(
         Measure("count"),
         Measure("income", column="income", bounds=(0.0, 100_000.0), scale=1),
-        Measure("score", column="score", bounds=(0.0, 1.0), scale=1_000))),))
+        Measure("score", column="score", bounds=(0.0, 1.0), scale=1_000),
+        Measure("score_sq", column="score", bounds=(0.0, 1.0), scale=1_000, power=2))),))
     (cube,), _ = demo.engine.aggregate(query)
-    assert cube.shape == (3, 3) and cube.dtype == np.int64
+    assert cube.shape == (3, 4) and cube.dtype == np.int64
     frame = demo.frame
     group = category_index(frame["sex"], ("female", "male"))
-    income = np.floor(np.clip(frame["income"].to_numpy(), 0, 100_000) + 0.5)
-    score = np.floor(frame["score"].to_numpy() * 1_000 + 0.5)
+    income = half_even(np.clip(frame["income"].to_numpy(), 0, 100_000))
+    score = frame["score"].to_numpy()
+    assert ((score >= 0) & (score <= 1)).all()
     for cell in range(3):
         rows = group == cell
-        assert cube[cell].tolist() == [rows.sum(), income[rows].sum(), score[rows].sum()]
+        assert cube[cell].tolist() == [rows.sum(), income[rows].sum(),
+                                       half_even(score[rows] * 1_000).sum(),
+                                       half_even(score[rows] ** 2 * 1_000).sum()]
+
+
+# Bounds whose grid values are exact ties (1.25 * 2 = 2.5, 1.5 ** 2 * 10 = 22.5): the
+# sensitivity rounds them with Python's round (to even: 2 and 22), so a row rounded away from
+# zero there (3, 23) would add more than the noise is sized for.
+TIE_MEASURES = (
+    Measure("count"),
+    Measure("plain", column="x", bounds=(-1.25, 1.25), scale=2),
+    Measure("square", column="x", bounds=(-1.5, 1.25), scale=10, power=2),
+    Measure("magnitude", column="x", bounds=(-1.25, 0.75), scale=2, absolute=True),
+    Measure("wide", column="x", bounds=(-7.0, 7.0), scale=3),
+)
+TIE_VALUES = [-np.inf, -7.0, -1.5, -1.25, -1.0, -0.75, -0.5, -0.25, -0.0, 0.0, 0.25, 0.5, 0.75,
+              1.0, 1.1, 1.25, 1.5, 7.0, np.inf, np.nan, None]
+
+
+def grid_oracle(x: np.ndarray, m: Measure, rounding: Any) -> np.ndarray:
+    """One row's integer, computed with numpy; NaN counts as the upper bound (DuckDB sorts NaN
+    above every number) and NULL adds nothing."""
+    lo, hi = m.bounds
+    v = np.clip(np.where(np.isnan(x), hi, x), lo, hi) ** m.power
+    return rounding(np.abs(v) * m.scale if m.absolute else v * m.scale)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def ties(tmp_path: Path, open_engine: Any) -> tuple[Engine, Query, np.ndarray]:
+    """One row per cell: each cell of the cube is one row's contribution."""
+    names = [f"r{i}" for i in range(len(TIE_VALUES))]
+    pq.write_table(pa.table({"customer_id": [f"c{i}" for i in range(len(names))], "row": names,
+                             "x": pa.array(TIE_VALUES, pa.float64())}), tmp_path / "x.parquet")
+    listed = ", ".join(f'"{n}"' for n in names)
+    columns = {"customer_id": '{ kind = "identifier" }',
+               "row": f'{{ kind = "categorical", categories = [{listed}] }}',
+               "x": '{ kind = "numeric", bounds = [-10, 10], bins = 2 }'}
+    engine, policy = open_engine(write_policy(tmp_path, section(tmp_path / "x.parquet",
+                                                                columns=columns)))
+    query = build_query(policy.datasets["loans"], {"kind": "histogram", "column": "row",
+                                                   "epsilon": 1.0})
+    query = dataclasses.replace(query, cubes=(dataclasses.replace(
+        query.cubes[0], measures=TIE_MEASURES),))
+    x = np.array([np.nan if v is None else v for v in TIE_VALUES], dtype=np.float64)
+    return engine, query, x
+
+
+def assert_rows_within_the_sensitivity(cube: np.ndarray, expected: dict[str, np.ndarray]
+                                       ) -> None:
+    null = len(TIE_VALUES) - 1  # the NULL row adds nothing to any sum
+    assert cube[:-1, 0].tolist() == [1] * len(TIE_VALUES) and cube[-1].tolist() == [0] * 5
+    for j, m in enumerate(TIE_MEASURES[1:], start=1):
+        r = m.row_sensitivity
+        values = cube[:-1, j]
+        assert np.abs(values).max() <= r, (m.name, values.tolist(), r)
+        assert values[null] == 0
+        np.testing.assert_array_equal(values[:null], expected[m.name][:null], err_msg=m.name)
+
+
+def test_every_row_adds_an_integer_within_the_sensitivity_ties_to_even(ties: Any) -> None:
+    engine, query, x = ties
+    assert [m.row_sensitivity for m in TIE_MEASURES[1:]] == [2, 22, 2, 21]
+    (cube,), _ = engine.aggregate(query)
+    expected = {m.name: grid_oracle(x, m, half_even) for m in TIE_MEASURES[1:]}
+    assert expected["plain"][[3, 15]].tolist() == [-2, 2]  # the ties at the bounds, to even
+    assert expected["plain"][[5, 7, 10, 12]].tolist() == [-2, 0, 0, 2]  # ties inside, to even
+    assert expected["square"][2] == 22 and expected["magnitude"][3] == 2
+    assert_rows_within_the_sensitivity(cube, expected)
+
+
+def test_a_backend_that_rounds_ties_away_from_zero_is_clamped_to_the_sensitivity(
+        ties: Any) -> None:
+    # Compiled for a backend without a half-to-even cast, run on DuckDB, whose ROUND takes
+    # ties away from zero as Spark's does: the bounds' ties would give 3 and 23.
+    engine, query, x = ties
+    version = engine.version("loans")
+    table = ibis.table(version.schema, name=version.relation)
+    sql = str(ibis.to_sql(query_expression(table, query, backend="pyspark"), dialect="duckdb"))
+    assert "ROUND" in sql
+    result = engine.con.cursor().execute(sql).fetchnumpy()
+    cube = np.zeros((len(TIE_VALUES) + 1, len(TIE_MEASURES)), dtype=np.int64)
+    for j, m in enumerate(TIE_MEASURES):
+        cube[np.asarray(result["d0"], dtype=np.int64), j] = np.ma.filled(result[m.name], 0)
+
+    def away(v: np.ndarray) -> np.ndarray:
+        return np.sign(v) * np.floor(np.abs(v) + 0.5)
+
+    expected = {m.name: np.clip(grid_oracle(x, m, away), -m.row_sensitivity, m.row_sensitivity)
+                for m in TIE_MEASURES[1:]}
+    assert expected["plain"][[3, 4, 15]].tolist() == [-2, -2, 2]  # clamped 3 and -3, and 2
+    assert expected["plain"][7].tolist() == -1  # -0.25 * 2 = -0.5: away from zero
+    assert_rows_within_the_sensitivity(cube, expected)
 
 
 # -- canonical queries -----------------------------------------------------------------------
