@@ -23,8 +23,9 @@ post-processing of one release, e.g. ``ece`` and its interval).
 
 Target (ARCHITECTURE.md, issue 3): fresh/raw at most 1.3 for every kind.
 Run: ``python benchmarks/bench_kinds.py [--rows 1000000 10000000] [--repeat 11]``; with
-``--explain`` it instead times the service's SQL rebuilt one feature at a time (fixed-point
-rounding, POWER, CASE-chain bins; one-scan drift plans) to show where each gap comes from.
+``--explain`` it instead times the service's SQL rebuilt one feature at a time (CASE-chain
+bins, the per-row fixed-point grid; the SQL compiled before ROUND and POWER were dropped;
+one-scan drift plans) to show where each gap comes from.
 Evidently pins its own dependencies, and 0.7.23 declares no upper bound on pandas yet fails to
 import with pandas 3 (a removed pandas internal), so it lives in its own venv::
 
@@ -391,40 +392,51 @@ def _chain(bins: int) -> str:
             "ELSE -1 END")
 
 
-def calibration_sql(*, rounded: bool, power: bool, chain: bool) -> str:
+def _positives(case: bool) -> str:
+    return ('SUM(CASE WHEN "default" = 1 THEN 1 ELSE 0 END)' if case
+            else 'SUM(CAST("default" = 1 AS INT))')
+
+
+def calibration_sql(*, rounded: bool, power: bool, chain: bool, grid: bool = True,
+                    case: bool = False) -> str:
     b = _chain(10) if chain else SCORE10
+    sex = "CASE WHEN sex = 'female' THEN 0 WHEN sex = 'male' THEN 1 ELSE -1 END"
     sq = f"POWER({_clip()}, 2)" if power else f"{_clip()} * {_clip()}"
-    return (f'SELECT {b} AS b, sex, count(*) AS n, sum("default") AS pos, '
+    if not grid:  # the bins alone: the hand-written double sums
+        return (f'SELECT {b} AS b, {sex} AS g, count(*) AS n, sum("default") AS pos, '
+                'sum(score) AS s, sum(score * "default") AS sp, sum(score * score) AS ss '
+                "FROM {src} GROUP BY ALL")
+    return (f"SELECT {b} AS b, {sex} AS g, count(*) AS n, {_positives(case)} AS pos, "
             f"sum({_grid(_clip(), rounded)}) AS s, "
             f'sum(CASE WHEN "default" = 1 THEN {_grid(_clip(), rounded)} ELSE 0 END) AS sp, '
             f"sum({_grid(sq, rounded)}) AS ss FROM {{src}} GROUP BY ALL")
 
 
-def performance_sql(*, rounded: bool, chain: bool) -> str:
+def performance_sql(*, rounded: bool, chain: bool, grid: bool = True) -> str:
     b = _chain(20) if chain else SCORE20
-    return (f"SELECT {b} AS b, count(*) AS n, sum({_grid(_clip(), rounded)}) AS s "
+    s = _grid(_clip(), rounded) if grid else "score"
+    return (f"SELECT {b} AS b, count(*) AS n, sum({s}) AS s "
             "FROM {src} WHERE \"window\" = 'current' GROUP BY ALL")
 
 
 EXPLAIN: dict[str, list[tuple[str, str | None]]] = {  # None: the service's engine itself
     "calibration": [
         ("hand-written: floor bins, double sums", RAW_SQL["calibration"]),
-        ("+ clip, per-row integer grid CAST(x * 10000 AS BIGINT), x * x",
-         calibration_sql(rounded=False, power=False, chain=False)),
-        ("+ ROUND(..., 0) inside the CAST (as compiled)",
-         calibration_sql(rounded=True, power=False, chain=False)),
-        ("+ POWER(x, 2) for the square (as compiled)",
-         calibration_sql(rounded=True, power=True, chain=False)),
-        ("+ CASE-chain bins with ISNAN (as compiled)",
-         calibration_sql(rounded=True, power=True, chain=True)),
+        ("+ CASE-chain bins with ISNAN, CASE for the groups",
+         calibration_sql(rounded=False, power=False, chain=True, grid=False)),
+        ("+ clip and per-row integer grid CAST(x * 10000 AS BIGINT), x * x (as compiled)",
+         calibration_sql(rounded=False, power=False, chain=True)),
         ("the service's compiled SQL (engine.aggregate)", None),
+        ("before: + ROUND(..., 0) inside the CAST, POWER(x, 2), CASE for positives",
+         calibration_sql(rounded=True, power=True, chain=True, case=True)),
     ],
     "performance_estimate": [
         ("hand-written: floor bins, double sum", RAW_SQL["performance_estimate"]),
-        ("+ clip, per-row integer grid, no ROUND", performance_sql(rounded=False, chain=False)),
-        ("+ ROUND (as compiled)", performance_sql(rounded=True, chain=False)),
-        ("+ CASE-chain bins (as compiled)", performance_sql(rounded=True, chain=True)),
+        ("+ CASE-chain bins with ISNAN", performance_sql(rounded=False, chain=True, grid=False)),
+        ("+ clip and per-row integer grid (as compiled)",
+         performance_sql(rounded=False, chain=True)),
         ("the service's compiled SQL (engine.aggregate)", None),
+        ("before: + ROUND(..., 0) inside the CAST", performance_sql(rounded=True, chain=True)),
     ],
     "drift": [
         ("hand-written: one grouped count per column (4 scans)", RAW_SQL["drift"]),
