@@ -187,10 +187,15 @@ class MarginalsRelease(Release):
             i[x == edges[-1]] = other - 1  # the last bin is closed
             i[~((x >= edges[0]) & (x <= edges[-1]))] = other
             return i
-        lookup = {lb: k for k, lb in enumerate(dim["labels"][:-1])}
-        text = [str(v).lower() if isinstance(v, bool | np.bool_) else str(v) for v in values]
-        return np.asarray([other if pd.isna(v) else lookup.get(t, other)
-                           for v, t in zip(values, text, strict=True)], dtype=np.int64)
+        lookup: dict[Any, int] = {}
+        for k, label in enumerate(dim["labels"][:-1]):  # the label, and the value it reads as
+            lookup[label] = k
+            if label.lstrip("-").isdigit():
+                lookup[int(label)] = k
+            if label in ("true", "false"):
+                lookup[label == "true"] = k
+        index = pd.Series(values.astype(object), copy=False).map(lookup)
+        return index.fillna(other).to_numpy(dtype=np.int64)
 
     def _released(self, a: str, b: str) -> np.ndarray:
         counts = np.nan_to_num(self.marginals.two_way[(a, b)], nan=0.0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..query import BUILDERS
+
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {
     "$ref": "#/components/schemas/Error"}}}}
 _OK = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
@@ -72,9 +74,10 @@ def openapi(version: str) -> dict[str, Any]:
                     "type": "object", "required": ["code", "message"], "properties": {
                         "code": {"type": "string"}, "message": {"type": "string"}}}}},
                 "Query": {"type": "object", "required": ["kind", "epsilon"], "properties": {
-                    "kind": {"type": "string", "enum": ["histogram"]},
+                    "kind": {"type": "string", "enum": sorted(BUILDERS)},
                     "epsilon": {"type": "number", "exclusiveMinimum": 0},
                     "column": {"type": "string"},
+                    "columns": {"type": "array", "items": {"type": "string"}},
                     "by": {"oneOf": [{"type": "string"},
                                      {"type": "array", "items": {"type": "string"}}]},
                     "bins": {"type": "integer", "minimum": 1, "maximum": 500},
