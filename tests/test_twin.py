@@ -145,6 +145,16 @@ def test_same_analysis_code_runs_on_the_twin_and_the_real_rows(
     assert rate[True] > rate[False] + 0.2  # the score still ranks defaults
 
 
+def test_a_one_column_twin_follows_its_own_counts(big_service: ServiceProcess) -> None:
+    with pdj.connect(big_service.url, token=ALICE) as s:
+        twin = s.dataset("loans").synthetic(20_000, 0.5, columns=["region"], seed=3)
+    assert list(twin.columns) == ["region"] and twin.release.tree == []
+    shares = twin["region"].value_counts(normalize=True, dropna=False)
+    assert shares["north"] == pytest.approx(0.25, abs=0.02)
+    assert twin["region"].isna().mean() == pytest.approx(0.01, abs=0.005)  # "central": other
+    assert twin.fidelity().empty
+
+
 def test_twin_holds_no_identifiers_and_is_marked_synthetic(release: MarginalsRelease) -> None:
     twin = release.twin(1_000, seed=5)
     assert list(twin.columns) == COLUMNS

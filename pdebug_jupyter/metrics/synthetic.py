@@ -240,7 +240,8 @@ class MarginalsRelease(Release):
                              tw.independent_marginal(model, a, b), released),
                          "noise_tvd": self._noise_floor(tw.tree_marginal(model, a, b),
                                                         self.marginals.alphas[(a, b)], rng)})
-        return pd.DataFrame(rows).set_index(["a", "b"])
+        columns = ["a", "b", "tree_edge", "twin_tvd", "one_way_tvd", "noise_tvd"]
+        return pd.DataFrame(rows, columns=columns).set_index(["a", "b"])
 
     def fidelity_summary(self, frame: pd.DataFrame | None = None) -> dict[str, Any]:
         """Means of :meth:`fidelity` over all pairs, and the tree."""

@@ -33,7 +33,8 @@ import numpy as np
 from ._bootstrap import geometric_noise
 
 __all__ = ["Marginals", "TwinModel", "fit_twin", "independent_marginal", "mean_abs_noise",
-           "sample_cells", "suppressed_mean", "total_variation", "tree_marginal"]
+           "noise_variance", "sample_cells", "suppressed_mean", "total_variation",
+           "tree_marginal"]
 
 Pair = tuple[str, str]
 RAKE_ITERATIONS = 100
@@ -91,6 +92,11 @@ def suppressed_mean(alpha: float, threshold: int) -> float:
 def mean_abs_noise(alpha: float) -> float:
     """E|Z| for two-sided geometric Z: 2 alpha / (1 - alpha^2)."""
     return 2 * alpha / (1 - alpha**2) if alpha > 0 else 0.0
+
+
+def noise_variance(alpha: float) -> float:
+    """Var Z for two-sided geometric Z: 2 alpha / (1 - alpha)^2."""
+    return 2 * alpha / (1 - alpha) ** 2
 
 
 def total_variation(p: np.ndarray, q: np.ndarray) -> float:
@@ -162,14 +168,13 @@ def fit_twin(m: Marginals) -> TwinModel:
     pairs = {p: _filled(t, m.alphas[p], m.threshold) for p, t in m.two_way.items()}
     one_way, totals = {}, []
     for c in m.columns:
-        var = mean_abs_noise(m.alphas[c]) ** 2 or 1e-12
-        estimates, weights = [filled[c]], [1.0 / var]
+        estimates, weights = [filled[c]], [1.0 / (noise_variance(m.alphas[c]) or 1e-12)]
         for (a, b), t in pairs.items():
             if c in (a, b):
                 margin = t.sum(axis=1) if c == a else t.sum(axis=0)
                 other = t.shape[1] if c == a else t.shape[0]
                 estimates.append(margin)
-                weights.append(1.0 / (other * (mean_abs_noise(m.alphas[(a, b)]) ** 2 or 1e-12)))
+                weights.append(1.0 / (other * noise_variance(m.alphas[(a, b)]) or 1e-12))
         mean = np.average(np.stack(estimates), axis=0, weights=weights)
         totals.append(float(np.clip(mean, 0, None).sum()))
         one_way[c] = _shares(mean)
