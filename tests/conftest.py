@@ -46,11 +46,11 @@ class ServiceProcess:
         self.log = policy.parent / "service.log"
         self.start()
 
-    def start(self) -> None:
+    def start(self, port: int = 0) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "pdebug_jupyter", "serve", "--policy", str(self.policy),
-                 "--port", "0"], stdout=subprocess.PIPE, stderr=log,
+                 "--port", str(port)], stdout=subprocess.PIPE, stderr=log,
                 env={**os.environ, **TOKENS})
         assert self.process.stdout is not None
         line = _readline(self.process.stdout, 120)

@@ -13,11 +13,16 @@ from ..metrics import fairness
 from ..metrics.releases import LEVEL, ConfusionRelease
 from ._spec import INTERVAL_NOTE, SUPPRESSED, diagonal, inline, titled
 
-__all__ = ["rates_chart", "rates_data", "roc_chart", "roc_data"]
+__all__ = ["RATE_SETS", "rates_chart", "rates_data", "roc_chart", "roc_data", "sweep_chart"]
 
 _RATE_TITLES = {"selection_rate": "selection rate", "tpr": "TPR", "fpr": "FPR",
                 "precision": "precision"}
 _COMPLETE = "all cells released"
+RATE_SETS = {"all rates": ",".join(fairness.RATES),
+             "demographic parity": "selection_rate",
+             "equalized odds": "tpr,fpr",
+             "predictive parity": "precision"}
+"""The metric switch: which rates the sweep chart shows (a Vega-Lite param, set in the browser)."""
 
 
 def _cells_note(release: ConfusionRelease, hidden: int) -> str:
@@ -65,6 +70,38 @@ def rates_chart(release: ConfusionRelease, threshold: float = 0.5) -> alt.LayerC
     title = (f"Rates at threshold {threshold:g} · demographic parity difference {gap:.3f}, "
              f"{LEVEL:.0%} interval {low:.3f}–{high:.3f}")
     return titled(layered, release, title, [INTERVAL_NOTE])
+
+
+def sweep_chart(release: ConfusionRelease, threshold: float = 0.5) -> alt.LayerChart:
+    """The rates chart at every bin edge at once, filtered in the browser by two Vega-Lite
+    params: ``threshold`` (an edge) and ``rates`` (comma-separated rate names, see
+    :data:`RATE_SETS`). Moving a slider bound to them redraws without asking anything."""
+    data = rates_data(release)
+    start = release.thresholds[fairness.edge_index(release.cube.edges, threshold)]
+    at = alt.param(name="threshold", value=start)
+    shown = alt.param(name="rates", value=RATE_SETS["all rates"])
+    groups = list(dict.fromkeys(data["group"]))
+    label = " : ".join(f"datum.label == '{k}' ? '{v}'" for k, v in _RATE_TITLES.items())
+    x = alt.X("rate:N", sort=list(fairness.RATES), title=None,
+              axis=alt.Axis(labelExpr=f"{label} : datum.label", labelAngle=0))
+    base = alt.Chart().transform_filter(
+        "datum.threshold == threshold && indexof(split(rates, ','), datum.rate) >= 0"
+    ).encode(x=x, xOffset=alt.XOffset("group:N", sort=groups),
+             color=alt.Color("group:N", sort=groups, title="group"))
+    y_scale = alt.Scale(domain=[0, 1])
+    whiskers = base.mark_rule(strokeWidth=1.5).encode(
+        y=alt.Y("low:Q", title="rate", scale=y_scale), y2="high:Q")
+    points = base.mark_point(size=80, filled=True).encode(
+        y=alt.Y("value:Q", title="rate", scale=y_scale),
+        shape=alt.Shape("cells:N", title=None, sort="descending",
+                        legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=0)),
+        tooltip=["group:N", "rate:N", alt.Tooltip("threshold:Q", format="g"),
+                 alt.Tooltip("value:Q", format=".3f"), alt.Tooltip("low:Q", format=".3f"),
+                 alt.Tooltip("high:Q", format=".3f"),
+                 alt.Tooltip("count:Q", title="noisy count", format=".0f"),
+                 alt.Tooltip("suppressed:Q", title="suppressed cells"), alt.Tooltip("cells:N")])
+    layered = alt.LayerChart(layer=[whiskers, points], data=inline(data)).add_params(at, shown)
+    return titled(layered, release, "Rates per group at the chosen threshold", [INTERVAL_NOTE])
 
 
 def roc_data(release: ConfusionRelease) -> pd.DataFrame:

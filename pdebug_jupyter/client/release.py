@@ -142,6 +142,21 @@ class Release:
                               "from pdebug_jupyter.charts, imported by pdebug_jupyter")
         return builder(self, **options)
 
+    def metadata(self) -> dict[str, Any]:
+        """What a notebook output of this release records (``output.metadata["pdebug"]``):
+        enough for a colleague to fetch the same release from the service's cache for free
+        (``session.release(release_id)``) and to see who released it, when and why."""
+        prov = self.provenance
+        return {"release_id": self.release_id, "kind": self.kind, "dataset": self.dataset,
+                "epsilon": self.epsilon, "query_hash": prov.get("query_hash"),
+                "query": prov.get("query"), "user": prov.get("user"),
+                "purpose": prov.get("purpose"), "created_at": prov.get("created_at"),
+                "synthetic": bool(prov.get("synthetic")), "provenance": prov}
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None
+                          ) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {"text/plain": repr(self)}, {"pdebug": self.metadata()}
+
     def __repr__(self) -> str:
         state = "cached" if self.cached else "new"
         return (f"<Release {self.release_id} {self.kind} on {self.dataset}: epsilon="
