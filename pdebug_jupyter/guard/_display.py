@@ -11,7 +11,8 @@ Where output leaves the kernel, and what the guard does there:
   run, and redacts personal-data patterns in every other bundle;
 * ``display_pub.publish`` (raw bundles, ``publish_display_data``, display updates) redacts;
 * ``sys.stdout``/``sys.stderr`` ``write`` (ipykernel's streams, so ``print`` and C-level
-  output that ipykernel forwards) redacts, chunk by chunk as written;
+  output that ipykernel forwards) redacts, chunk by chunk as written; a replaced
+  ``sys.stdout`` is wrapped again before the next cell runs;
 * ``shell._showtraceback`` redacts tracebacks and the exception's message.
 
 ``print(df)`` writes ``str(df)`` to stdout: redaction catches the emails, phones, SSNs, cards
@@ -58,13 +59,24 @@ class DisplayGuard:
         self._wrap(fmt, "format", self._format)
         self._wrap(self.shell.display_pub, "publish", self._publish)
         self._wrap(self.shell, "_showtraceback", self._traceback)
+        self.guard_streams()
+        # sys.stdout may be replaced later (a test runner, a capture): check before each cell
+        self.shell.events.register("pre_run_cell", self.guard_streams)
+        self._undo.append(lambda: self.shell.events.unregister("pre_run_cell",
+                                                               self.guard_streams))
+
+    def guard_streams(self, *info: Any) -> None:
+        """Redact what is written to the current ``sys.stdout`` and ``sys.stderr``."""
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
+            if getattr(getattr(stream, "__dict__", {}).get("write"), "pdebug_redacts", False):
+                continue
             try:
                 self._wrap(stream, "write", self._write)
             except (AttributeError, TypeError):
                 continue  # a stream object without instance attributes: left as it is
-            self.streams.append(name)
+            if name not in self.streams:
+                self.streams.append(name)
 
     def uninstall(self) -> None:
         while self._undo:
@@ -168,6 +180,7 @@ class DisplayGuard:
                 original(redact(text))
                 return len(text)
             return original(text)
+        write.pdebug_redacts = True  # type: ignore[attr-defined]
         return write
 
     def _traceback(self, original: Callable[..., Any]) -> Callable[..., Any]:

@@ -6,9 +6,11 @@ ids, dates, timestamps) must come through untouched:
 
 * payment cards need 13-19 digits, a card network's leading digits and a valid Luhn digit;
 * IBANs need a country that issues them, that country's length and the ISO 7064 mod-97 check;
-* SSN-shaped numbers (``AAA-GG-SSSS``) skip what is never issued: area 000 or 666, group 00,
-  serial 0000. Area 900-999 is redacted all the same: it holds taxpayer numbers (ITINs),
-  which are just as personal, and test data such as this project's canaries;
+* SSN-shaped numbers (``AAA-GG-SSSS``) skip the areas never issued as SSN or ITIN, 000 and
+  666 (placeholders such as ``000-12-3456``). Area 900-999 (taxpayer numbers, ITINs, just as
+  personal), group 00 and serial 0000 are redacted all the same: the dashed 3-2-4 shape is no
+  ordinary number, and fake or test values (this project's canaries among them) still read
+  as someone's SSN;
 * phones need a leading ``+`` and 8-15 digits (E.164), or a North American
   ``(AAA) EEE-NNNN`` / ``AAA-EEE-NNNN`` shape, or a national number with a trunk ``0`` and
   10-12 digits in separated groups (``020 7946 0958``, ``01 23 45 67 89``);
@@ -47,23 +49,26 @@ _IBAN_LENGTHS = {
 # in ms, us or ns start with 1 until 2033, so they never look like a card.
 _CARD_PREFIX = re.compile(r"4|5[0-9]|6|3[045689]|2(?:22[1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)")
 
+# Each pattern starts with its first character and only then looks behind it ("a digit not
+# after a word character"): a leading look-behind would stop the regex engine from skipping
+# ahead to candidate characters, and redaction would run several times slower.
+_A = re.ASCII
+_DIGIT = re.compile("[0-9]")
 _EMAIL = re.compile(
-    r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])"
-)
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,32}(?![A-Za-z0-9])")
+    r"[A-Za-z0-9](?<![\w.%+-][A-Za-z0-9])[A-Za-z0-9._%+-]{0,63}+"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])", _A)
+_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){11,32}(?![A-Za-z0-9])",
+                   _A)
 _CARD = re.compile(
-    r"(?<![\w.,-])(?:\d{13,19}|\d{4}([ -])\d{3,6}(?:\1\d{3,6}){1,3})(?![\w-]|[.,]\d)"
-)
-_SSN = re.compile(r"(?<![\w.,-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-]|[.,]\d)")
+    r"\d(?<![\w.,+-]\d)(?:\d{12,18}|\d{3}([ -])\d{3,6}(?:\1\d{3,6}){1,3})(?![\w-]|[.,]\d)", _A)
+_SSN = re.compile(r"(\d(?<![\w.,+-]\d)\d\d)([- ])\d{2}\2\d{4}(?![\w-]|[.,]\d)", _A)
 _PHONE_INTL = re.compile(
-    r"(?<![\w+])\+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,6})){1,6}(?![\w(]|[.,-]\d)"
-)
+    r"\+(?<![\w+]\+)\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,6})){1,6}(?![\w(]|[.,-]\d)", _A)
 _PHONE_NANP = re.compile(
-    r"(?<![\w.,+-])(?:\([2-9]\d\d\) ?\d{3}[-. ]\d{4}|[2-9]\d\d([-.])\d{3}\1\d{4}"
-    r"|[2-9]\d\d [2-9]\d\d \d{4})(?![\w-]|[.,]\d)"
-)
-_PHONE_TRUNK = re.compile(r"(?<![\w.,+-])0\d{1,4}([ /-])\d{2,8}(?:\1\d{2,8}){0,3}(?![\w/-]|[.,]\d)")
+    r"(?:\((?<![\w.,+-]\()[2-9]\d\d\) ?\d{3}[-. ]\d{4}"
+    r"|[2-9](?<![\w.,+-][2-9])\d\d(?:([-.])\d{3}\1| [2-9]\d\d )\d{4})(?![\w-]|[.,]\d)", _A)
+_PHONE_TRUNK = re.compile(
+    r"0(?<![\w.,+-]0)\d{1,4}([ /-])\d{2,8}(?:\1\d{2,8}){0,3}(?![\w/-]|[.,]\d)", _A)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -114,10 +119,7 @@ def _card(match: re.Match[str]) -> str:
 
 
 def _ssn(match: re.Match[str]) -> str:
-    area, group, serial = match.group(1), match.group(3), match.group(4)
-    if area in ("000", "666") or group == "00" or serial == "0000":
-        return match.group()
-    return _marker("ssn")
+    return match.group() if match.group(1) in ("000", "666") else _marker("ssn")
 
 
 def _phone_intl(match: re.Match[str]) -> str:
@@ -147,11 +149,23 @@ _STEPS: tuple[tuple[str, re.Pattern[str], Replacement | str], ...] = (
 )
 
 
+# Terminal colour codes (tracebacks, colourful loggers): "\x1b[39mjane@..." must not read as
+# the address "39mjane@...", so the text between codes is redacted piece by piece.
+_ANSI = re.compile(r"(\x1b\[[0-9;?]*[A-Za-z])")
+
+
 def redact(text: str) -> str:
     """``text`` with every email, phone, SSN, card number and IBAN replaced by a marker."""
+    if "\x1b" in text:
+        return "".join(part if i % 2 else _redact_plain(part)
+                       for i, part in enumerate(_ANSI.split(text)))
+    return _redact_plain(text)
+
+
+def _redact_plain(text: str) -> str:
     has_at = "@" in text
-    if not has_at and not any(ch.isdigit() for ch in text):
-        return text  # the common case: prose and markup without a digit, cheaply
+    if not has_at and _DIGIT.search(text) is None:
+        return text  # every pattern needs an "@" or a digit
     for kind, pattern, repl in _STEPS:
         if kind == "email" and not has_at:
             continue
