@@ -251,6 +251,13 @@ def test_series_rows_indexes_and_containers_are_masked(shell: Any, people: pd.Da
         assert_no_canary(text, people)
     # per-column numbers indexed by column names hold no one's data
     assert plain(people.isna().sum()) == repr(people.isna().sum())
+    # columns and patterns of the user's own
+    refs = pd.DataFrame({"ref": ["R-1"], "loyalty_no": ["L-9"], "n": [1]})
+    assert plain(refs) == repr(refs)
+    guard.enable(shell, columns=["Ref"], extra_patterns=["loyalty no"])
+    text = plain(refs)
+    assert "sensitive in guard settings" in text and "name looks like loyalty no" in text
+    assert "R-1" not in text and "L-9" not in text
 
 
 def test_styler_numpy_and_arrow_tables_are_masked(shell: Any, people: pd.DataFrame) -> None:
@@ -382,6 +389,8 @@ def test_connect_inside_ipython_guards_policy_columns_and_serves_the_magics(
         assert audit[-2]["purpose"] == "guard test"
         with pytest.raises(UsageError, match="invalid_purpose"):
             ipython.run_line_magic("pdebug", "purpose " + "x" * 501)
+        ipython.run_line_magic("pdebug", 'purpose ""')
+        assert session.purpose is None and "purpose: (none given)" in capsys.readouterr().out
     finally:
         session.close()
         guard.unload_ipython_extension(ipython)

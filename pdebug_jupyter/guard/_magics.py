@@ -75,8 +75,8 @@ def purpose(args: list[str]) -> str:
     if not args:
         return f"purpose: {session.purpose or '(none given)'}"
     session.purpose = " ".join(args)
-    return (f"purpose: {session.purpose}\n(recorded with every release and audit row from the "
-            "next request on)")
+    return (f"purpose: {session.purpose or '(none given)'}\n(recorded with every release and "
+            "audit row from the next request on)")
 
 
 COMMANDS: dict[str, Callable[[list[str]], str]] = {
