@@ -1,17 +1,21 @@
 """``pdebug-jupyter demo``: synthetic loans, a policy, and JupyterLab on the tour notebook.
 
-The notebook's ``pdj.connect()`` finds the policy through ``PDEBUG_POLICY`` and starts the
-local privacy service itself, so the demo runs the same path a laptop user would.
+The demo starts one local privacy service and hands its address and a fresh token to
+JupyterLab through ``PDEBUG_URL`` and ``PDEBUG_TOKEN``: every kernel's ``pdj.connect()`` and
+the Privacy panel (through the server extension) then talk to the same service, budget and
+audit log, the way they would on a hub.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from .client.local import LocalService
 from .synth import make_loans
 
 TOUR = [
@@ -32,6 +36,20 @@ TOUR = [
     ("code", 'again = loans.histogram("age", by="window", epsilon=0.2)\n'
      'again.cached, again.release_id == ages.release_id, loans.budget'),
     ("code", "ages.provenance"),
+    ("markdown", "## Explore with widgets\n\nEach explorer fills its pickers from the public "
+     "schema and shows what a release would cost before anything is spent; it releases only "
+     "when you click **Run**. Charts show intervals for the DP noise and sampling, and cells "
+     "suppressed below the minimum cohort size, with the reason. The budget meter follows "
+     "every run."),
+    ("code", "pdj.widgets.BudgetMeter(session)"),
+    ("code", "pdj.widgets.CalibrationExplorer(loans, epsilon=0.2)"),
+    ("markdown", "The fairness threshold slider and the metric switch are computed in your "
+     "browser from the one released cube: moving them sends nothing to the service and costs "
+     "nothing. The threshold you settle on comes back to the kernel: "
+     "`fairness.result.at(fairness.threshold)` is the table you are looking at."),
+    ("code", "fairness = pdj.widgets.FairnessExplorer(loans, epsilon=0.2)\nfairness"),
+    ("code", "pdj.widgets.DriftExplorer(loans, epsilon=0.2)"),
+    ("code", 'pdj.widgets.CohortExplorer(loans, epsilon=0.2, features=["sex", "region"])'),
 ]
 
 
@@ -61,14 +79,25 @@ def prepare(directory: Path, rows: int = 50_000, seed: int = 0) -> Path:
 
 def run(directory: Path, *, port: int = 8888, browser: bool = True) -> int:
     policy = prepare(directory)
-    env = {**os.environ, "PDEBUG_POLICY": str(policy.resolve())}
+    service = LocalService(policy)  # stops with this process
+    env = {**os.environ, "PDEBUG_URL": service.url, "PDEBUG_TOKEN": service.token}
+    env.pop("PDEBUG_POLICY", None)
+    print(f"pdebug-jupyter: privacy service at {service.url} (log {service.log_path})",
+          flush=True)
     cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={directory}", f"--port={port}",
            "--ServerApp.default_url=/lab/tree/tour.ipynb"]
     if not browser:
         cmd.append("--no-browser")
     if os.geteuid() == 0:  # containers and CI run as root; JupyterLab refuses it otherwise
         cmd.append("--allow-root")
+    lab = subprocess.Popen(cmd, env=env)
+    # SIGTERM (a test, a container stop) ends JupyterLab and the service with us
+    signal.signal(signal.SIGTERM, lambda *_: lab.terminate())
     try:
-        return subprocess.call(cmd, env=env)
+        return lab.wait()
     except KeyboardInterrupt:
+        lab.terminate()
+        lab.wait(timeout=30)
         return 0
+    finally:
+        service.stop()
