@@ -72,11 +72,17 @@ class CalibrationRelease(Release):
         return {}
 
     def _ci(self, name: str, group: str | None) -> tuple[float, float]:
-        key = (name, group)
-        if key not in self._intervals:
-            self._intervals[key] = cal.calibration_interval(self.cube, _METRICS[name], group,
-                                                            level=LEVEL)
-        return self._intervals[key]
+        return self._cis([(name, group)])[0]
+
+    def _cis(self, keys: list[tuple[str, str | None]]) -> list[tuple[float, float]]:
+        # Every interval uses the same fixed-seed draws, so drawing once for all the missing
+        # ones gives what drawing for each would.
+        missing = [k for k in keys if k not in self._intervals]
+        if missing:
+            found = cal.calibration_intervals(
+                self.cube, [(_METRICS[name], group) for name, group in missing], level=LEVEL)
+            self._intervals.update(zip(missing, found, strict=True))
+        return [self._intervals[k] for k in keys]
 
     ece = property(lambda self: cal.expected_calibration_error(self.cube))
     mce = property(lambda self: cal.maximum_calibration_error(self.cube))
@@ -91,6 +97,7 @@ class CalibrationRelease(Release):
     def by_group(self) -> pd.DataFrame:
         """ECE, MCE and Brier score with intervals for each group."""
         rows = []
+        self._cis([(name, g) for g in self.cube.groups for name in _METRICS])
         for g in self.cube.groups:
             column = self.cube.count[:, self.cube.groups.index(g)]
             row: dict[str, Any] = {"group": g, "count": float(np.nansum(column))}
@@ -226,7 +233,8 @@ class PerformanceRelease(Release):
         scale = float(self.params["scale"])
         return performance.ScoreHistogram(
             edges=_edges(self.part()["dims"][0]), count=arrays["count"],
-            score_sum=arrays["score_sum"] / scale, alphas=_alphas(self), scale=scale)
+            score_sum=arrays["score_sum"] / scale, alphas=_alphas(self), scale=scale,
+            threshold=float(self.threshold))
 
     def chart(self, threshold: float = 0.5) -> Any:
         """The expected metrics at ``threshold`` with their intervals."""
@@ -235,10 +243,11 @@ class PerformanceRelease(Release):
     def at(self, threshold: float = 0.5) -> pd.DataFrame:
         """Expected accuracy, precision, recall and F1 at ``threshold``, with intervals."""
         values = performance.expected_performance(self.histogram, threshold)
+        intervals = performance.performance_intervals(self.histogram, threshold, level=LEVEL,
+                                                      rng=_rng())
         rows = []
         for metric, value in values.items():
-            lo, hi = performance.performance_interval(self.histogram, metric, threshold,
-                                                      level=LEVEL, rng=_rng())
+            lo, hi = intervals[metric]
             rows.append({"metric": metric, "value": value, "low": lo, "high": hi})
         return pd.DataFrame(rows).set_index("metric")
 
