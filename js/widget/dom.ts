@@ -25,7 +25,7 @@ export function fmt(value: unknown, digits = 3): string {
   if (value === null || value === undefined) return "—";
   if (typeof value === "number") {
     if (Number.isInteger(value)) return String(value);
-    return value.toFixed(digits);
+    return String(Number(value.toFixed(digits)));  // 0.2, not 0.200
   }
   if (typeof value === "boolean") return value ? "yes" : "no";
   return String(value);

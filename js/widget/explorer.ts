@@ -78,7 +78,7 @@ export function renderExplorer(model: ExplorerModel, el: HTMLElement): () => voi
       return;
     }
     cost.dataset.state = c.affordable === false ? "short" : "ok";
-    const price = c.cached ? "free (cached)" : `costs ε=${fmt(c.epsilon, 3)}`;
+    const price = c.cached ? "free: cached" : `costs ε=${fmt(c.epsilon, 3)}`;
     run.textContent = `Run (${price})`;
     run.disabled = running || c.affordable === false || c.epsilon === undefined;
     const left = c.remaining === undefined ? "" : ` · ε ${fmt(c.remaining, 3)} left`;

@@ -198,7 +198,7 @@ def release_summary(release: Release) -> dict[str, Any]:
     return {"release_id": release.release_id, "kind": release.kind,
             "epsilon": release.epsilon, "cached": release.cached,
             "threshold": release.threshold, "suppressed": len(release.suppressed),
-            "cells": len(release.payload["cells"]) + len(release.suppressed),
+            "cells": len(release.payload["cells"]),
             "user": prov["user"], "created_at": prov["created_at"],
             "query_hash": prov["query_hash"], "synthetic": bool(prov.get("synthetic"))}
 

@@ -46,7 +46,6 @@ def table(frame: pd.DataFrame, digits: int = 4) -> dict[str, Any]:
 
 def spec(chart: Any) -> dict[str, Any]:
     out: dict[str, Any] = chart.to_dict()
-    out.setdefault("autosize", {"type": "fit-x", "contains": "padding"})
     return out
 
 
