@@ -17,12 +17,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Locator, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 CHROMIUM = "/usr/bin/chromium"
@@ -57,15 +58,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    root = tmp_path_factory.mktemp("browser")
+@contextmanager
+def start_lab(root: Path) -> Iterator[Lab]:
+    """``pdebug-jupyter demo`` in ``root / "demo"`` (data made there first is kept), with
+    widget state saved into notebooks and no news pop-up."""
     settings = root / "settings" / "@jupyter-widgets" / "jupyterlab-manager"
-    settings.mkdir(parents=True)
+    settings.mkdir(parents=True, exist_ok=True)
     # keep widget state in the saved notebook, so the test can look inside it too
     (settings / "plugin.jupyterlab-settings").write_text(json.dumps({"saveState": True}))
     news = root / "settings" / "@jupyterlab" / "apputils-extension"
-    news.mkdir(parents=True)
+    news.mkdir(parents=True, exist_ok=True)
     (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
     port, log = free_port(), root / "demo.log"
     env = {**os.environ, "JUPYTER_TOKEN": TOKEN,
@@ -96,14 +98,34 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         proc.wait(timeout=60)
 
 
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    with start_lab(tmp_path_factory.mktemp("browser")) as running:
+        yield running
+
+
+def open_tour(page: Page, lab: Lab) -> None:
+    page.goto(f"{lab.url}/lab/tree/tour.ipynb?token={TOKEN}")
+    run_all_cells(page)
+
+
+def click_run(page: Page, view: str) -> Locator:
+    """Click an explorer's Run once its cost preview is in; returns the drawn chart."""
+    w = page.locator(f".pdebug-widget.pdebug-{view}")
+    run = w.locator("button.pdebug-run")
+    w.scroll_into_view_if_needed()
+    page.wait_for_function("b => !b.disabled && b.textContent.startsWith('Run (')",
+                           arg=run.element_handle(), timeout=60_000)
+    run.click()
+    chart = w.locator(".pdebug-chart[data-drawn^='r-'] svg").first
+    chart.wait_for(timeout=300_000)
+    return chart
+
+
 def canaries(lab: Lab) -> list[str]:
     values = [c for c in (lab.directory / "canaries.txt").read_text().splitlines() if c]
     assert len(values) >= 100
     return values
-
-
-def widget(page: Page, view: str) -> object:
-    return page.locator(f".pdebug-widget.pdebug-{view}")
 
 
 def run_all_cells(page: Page) -> None:
@@ -128,21 +150,13 @@ def test_widgets_draw_the_slider_is_free_and_nothing_leaks(lab: Lab) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            page.goto(f"{lab.url}/lab/tree/tour.ipynb?token={TOKEN}")
-            run_all_cells(page)
+            open_tour(page, lab)
             assert lab.releases() == 1  # the tour's histogram; widgets wait for a click
 
             for view in EXPLORERS:
                 w = page.locator(f".pdebug-widget.pdebug-{view}")
-                run = w.locator("button.pdebug-run")
-                w.scroll_into_view_if_needed()
-                page.wait_for_function(
-                    "b => !b.disabled && b.textContent.startsWith('Run (')",
-                    arg=run.element_handle(), timeout=60_000)
-                assert "costs ε=0.2" in run.inner_text()
-                run.click()
-                w.locator(".pdebug-chart[data-drawn^='r-'] svg").first.wait_for(
-                    timeout=120_000)
+                assert "costs ε=0.2" in w.locator("button.pdebug-run").inner_text()
+                click_run(page, view)
                 assert "released by" in w.locator(".pdebug-release").inner_text()
                 assert "ε 0.2 spent" in w.locator(".pdebug-spent-badge").inner_text()
                 w.screenshot(path=ARTIFACTS / f"widget-{view}.png")
