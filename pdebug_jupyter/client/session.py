@@ -40,20 +40,15 @@ class Session:
     def purpose(self) -> str | None:
         """Why this session looks at the data: sent with every request, recorded with every
         release and audit row. Setting it applies from the next request on."""
-        value = self._transport._http.headers.get(PURPOSE_HEADER)
-        return None if value is None else str(value)
+        return self._transport.purpose
 
     @purpose.setter
     def purpose(self, text: str | None) -> None:
-        headers = self._transport._http.headers  # the header is the only copy of it
         text = " ".join((text or "").split())  # one line: a header cannot hold a newline
-        if not text:
-            headers.pop(PURPOSE_HEADER, None)
-            return
-        if len(text) > MAX_PURPOSE or not text.isprintable() or not text.isascii():
+        if text and (len(text) > MAX_PURPOSE or not text.isprintable() or not text.isascii()):
             raise PdebugError("invalid_purpose", f"a purpose is printable ASCII text of at most "
                               f"{MAX_PURPOSE} characters")
-        headers[PURPOSE_HEADER] = text
+        self._transport.purpose = text or None
 
     def releases(self, dataset: str | None = None) -> list[dict[str, Any]]:
         params = {"dataset": dataset} if dataset else None
@@ -207,7 +202,6 @@ def _drop_none(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-PURPOSE_HEADER = "X-Pdebug-Purpose"
 MAX_PURPOSE = 500  # the service keeps this many characters of a purpose
 
 _current: Session | None = None

@@ -15,14 +15,29 @@ class PdebugError(Exception):
         self.code, self.message, self.status = code, message, status
 
 
+PURPOSE_HEADER = "X-Pdebug-Purpose"
+
+
 class Transport:
     def __init__(self, url: str, token: str, purpose: str | None, timeout: float = 300.0) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._http = requests.Session()
         self._http.headers["Authorization"] = f"token {token}"
-        if purpose:
-            self._http.headers["X-Pdebug-Purpose"] = purpose
+        self.purpose = purpose
+
+    @property
+    def purpose(self) -> str | None:
+        """Sent with every request as ``X-Pdebug-Purpose``; the service records it."""
+        value = self._http.headers.get(PURPOSE_HEADER)
+        return None if value is None else str(value)
+
+    @purpose.setter
+    def purpose(self, text: str | None) -> None:
+        if text:
+            self._http.headers[PURPOSE_HEADER] = text
+        else:
+            self._http.headers.pop(PURPOSE_HEADER, None)
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None,
                 params: dict[str, Any] | None = None) -> Any:
