@@ -112,6 +112,9 @@ class Policy:
     digest: str
     local_role: str = "owner"
     memory_limit: str = "1GB"
+    #: fractions of a budget at which a release carries a budget alert (fires once each)
+    alerts: tuple[float, ...] = ()
+    alert_webhook: str | None = None
 
 
 def bin_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
@@ -300,7 +303,8 @@ def load_policy(path: str | os.PathLike[str], *, require_tokens: bool = True) ->
     top = _Reader(file, "", doc)
     top.unknown(("service", "users", "datasets"))
     svc = _Reader(file, "service", top.get("service", dict, {}))
-    svc.unknown(("ledger", "retention_days", "local_role", "memory_limit"))
+    svc.unknown(("ledger", "retention_days", "local_role", "memory_limit", "alerts",
+                 "alert_webhook"))
     ledger = Path(svc.get("ledger", str, "ledger.sqlite"))
     retention = svc.get("retention_days", int, 365)
     if retention < 1:
@@ -311,6 +315,7 @@ def load_policy(path: str | os.PathLike[str], *, require_tokens: bool = True) ->
     memory = svc.get("memory_limit", str, "1GB")
     if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory):
         raise svc.fail("memory_limit", f"expected a size like '512MB' or '2GiB', got {memory!r}")
+    alerts, webhook = _alerts(svc)
     users = []
     for i, spec in enumerate(top.get("users", list, [])):
         if not isinstance(spec, dict):
@@ -331,4 +336,21 @@ def load_policy(path: str | os.PathLike[str], *, require_tokens: bool = True) ->
     return Policy(
         path=file, ledger=(ledger if ledger.is_absolute() else file.parent / ledger).resolve(),
         retention_days=retention, users=tuple(users), datasets=datasets,
-        digest=hashlib.sha256(raw).hexdigest(), local_role=local_role, memory_limit=memory)
+        digest=hashlib.sha256(raw).hexdigest(), local_role=local_role, memory_limit=memory,
+        alerts=alerts, alert_webhook=webhook)
+
+
+def _alerts(svc: _Reader) -> tuple[tuple[float, ...], str | None]:
+    """``[service] alerts``: increasing fractions in (0, 1]; ``alert_webhook``: an http(s)
+    URL that receives each alert as JSON."""
+    raw = svc.get("alerts", list, [])
+    if len(raw) > 20 or not all(isinstance(x, int | float) and not isinstance(x, bool)
+                                and 0 < x <= 1 for x in raw):
+        raise svc.fail("alerts", "expected at most 20 fractions of a budget in (0, 1], "
+                       "like [0.5, 0.8, 1.0]")
+    if any(b <= a for a, b in zip(raw[:-1], raw[1:], strict=True)):
+        raise svc.fail("alerts", "fractions must be strictly increasing")
+    webhook = svc.get("alert_webhook", str, None)
+    if webhook is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", webhook):
+        raise svc.fail("alert_webhook", f"expected an http:// or https:// URL, got {webhook!r}")
+    return tuple(float(x) for x in raw), webhook

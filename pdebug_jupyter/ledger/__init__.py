@@ -7,6 +7,13 @@ stored release at zero cost (rule 7) until the data changes.
 
 Audit rows are chained: each row's hash covers its fields and the previous row's hash, so
 editing, inserting or deleting a row in the middle breaks :meth:`Ledger.verify`.
+
+Retention (:meth:`Ledger.purge`) deletes old releases, which are also the cache, and never
+touches audit rows or charges: the chain stays verifiable and spent budget stays spent. A
+purged query asked again is a fresh release, charged again, so rule 7 still holds: repeating
+it cannot average noise away for free.
+
+Grants (temporary extra epsilon or a role) and budget alerts live in :mod:`.governance`.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from . import governance
+from .governance import Grant, GrantError
 
 GENESIS = "0" * 64
 # Budgets are compared with a small tolerance so 0.1 + 0.2 fits a limit of 0.3.
@@ -44,6 +54,9 @@ CREATE TABLE IF NOT EXISTS audit (
     outcome TEXT NOT NULL, detail TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
 """
 
+__all__ = ["AUDIT_FIELDS", "Budget", "BudgetExceeded", "Grant", "GrantError", "Ledger",
+           "Limits", "Verification"]
+
 AUDIT_FIELDS = ("seq", "at", "user", "purpose", "dataset", "action", "query", "epsilon",
                 "outcome", "detail")
 
@@ -61,6 +74,8 @@ class BudgetExceeded(RuntimeError):
 class Limits:
     per_user: float
     total: float
+    #: fractions of a budget at which a budget alert fires once (increasing, in (0, 1])
+    alerts: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,8 @@ class Budget:
     spent: float
     dataset_limit: float
     dataset_spent: float
+    #: extra epsilon from grants in force, already included in ``limit``
+    granted: float = 0.0
 
     @property
     def remaining(self) -> float:
@@ -86,7 +103,8 @@ class Budget:
     def public(self) -> dict[str, float]:
         return {"limit": self.limit, "spent": round(self.spent, 12),
                 "remaining": round(self.remaining, 12), "dataset_limit": self.dataset_limit,
-                "dataset_spent": round(self.dataset_spent, 12)}
+                "dataset_spent": round(self.dataset_spent, 12),
+                "granted": self.granted}
 
 
 @dataclass(frozen=True)
@@ -115,7 +133,7 @@ class Ledger:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(_SCHEMA + governance.SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -136,11 +154,14 @@ class Ledger:
             self._db.execute("COMMIT")
 
     # -- budgets ---------------------------------------------------------------------------
-    def _budget(self, db: sqlite3.Connection, user: str, dataset: str, limits: Limits) -> Budget:
+    def _budget(self, db: sqlite3.Connection, user: str, dataset: str, limits: Limits,
+                now: float | None = None) -> Budget:
         mine, total = db.execute(
             "SELECT coalesce(sum(CASE WHEN user = ? THEN epsilon END), 0), "
             "coalesce(sum(epsilon), 0) FROM charges WHERE dataset = ?", (user, dataset)).fetchone()
-        return Budget(limits.per_user, mine, limits.total, total)
+        extra = governance.granted_epsilon(db, user, dataset,
+                                           self.clock() if now is None else now)
+        return Budget(limits.per_user + extra, mine, limits.total, total, extra)
 
     def budget(self, user: str, dataset: str, limits: Limits) -> Budget:
         with self._lock:
@@ -230,12 +251,14 @@ class Ledger:
                             query=query, epsilon=0.0, outcome="cached",
                             detail=payload["release_id"])
                 return payload, True
-            budget = self._budget(db, user, dataset, limits)
+            ts = self.clock()  # one reading: the lapse, the budget and the release agree
+            self._lapse(db, ts)  # a lapse is on record before any release charged without it
+            budget = self._budget(db, user, dataset, limits, ts)
             budget.check(epsilon, dataset)
             release_id = "r-" + secrets.token_hex(8)
-            at = self.now()
+            at = governance.iso(ts)
             after = Budget(budget.limit, budget.spent + epsilon, budget.dataset_limit,
-                           budget.dataset_spent + epsilon)
+                           budget.dataset_spent + epsilon, budget.granted)
             payload = build(release_id, at, after)
             db.execute("INSERT INTO releases VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                        (release_id, cache_key, dataset, user, purpose, kind, query,
@@ -244,7 +267,27 @@ class Ledger:
                        "VALUES (?,?,?,?,?)", (user, dataset, epsilon, release_id, at))
             self._audit(db, user=user, purpose=purpose, dataset=dataset, action="query",
                         query=query, epsilon=epsilon, outcome="released", detail=release_id)
+            warnings = self._alerts(db, user=user, purpose=purpose, dataset=dataset,
+                                    release_id=release_id, at=at, budget=after,
+                                    thresholds=limits.alerts)
+            if warnings:  # for this reply only: the stored payload is everybody's cache
+                payload = {**payload, "warnings": [*payload.get("warnings", []), *warnings]}
             return payload, False
+
+    def _alerts(self, db: sqlite3.Connection, *, user: str, purpose: str, dataset: str,
+                release_id: str, at: str, budget: Budget, thresholds: tuple[float, ...]
+                ) -> list[dict[str, Any]]:
+        warnings = governance.fire_alerts(
+            db, user=user, dataset=dataset, release_id=release_id, at=at, thresholds=thresholds,
+            levels=(("user", budget.spent, budget.limit),
+                    ("dataset", budget.dataset_spent, budget.dataset_limit)),
+            tolerance=EPS_TOLERANCE)
+        for w in warnings:
+            self._audit(db, user=user, purpose=purpose, dataset=dataset, action="budget_alert",
+                        query="", epsilon=0.0, outcome=w["scope"], detail=json.dumps(
+                            {k: w[k] for k in ("threshold", "spent", "limit")}
+                            | {"release_id": release_id}))
+        return warnings
 
     def releases(self, *, dataset: str | None = None, user: str | None = None,
                  limit: int = 100) -> list[dict[str, Any]]:
@@ -264,3 +307,105 @@ class Ledger:
             row = self._db.execute("SELECT payload FROM releases WHERE release_id = ?",
                                    (release_id,)).fetchone()
         return json.loads(row["payload"]) if row else None
+
+    # -- grants ----------------------------------------------------------------------------
+    def grant(self, *, user: str, dataset: str, epsilon: float, role: str | None,
+              expires_at: float, purpose: str, granted_by: str) -> Grant:
+        """Give ``user`` extra ``epsilon`` and/or ``role`` on ``dataset`` until ``expires_at``
+        (seconds since the epoch, by this ledger's clock); audited as ``grant``."""
+        if not (epsilon > 0 or role):
+            raise ValueError("a grant gives epsilon, a role or both")
+        if expires_at <= self.clock():
+            raise ValueError("a grant must expire in the future")
+        g = Grant("g-" + secrets.token_hex(8), user, dataset, float(epsilon), role, purpose,
+                  granted_by, self.now(), float(expires_at), "active")
+        with self._write() as db:
+            db.execute("INSERT INTO grants VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                       (g.grant_id, g.user, g.dataset, g.epsilon, g.role, g.purpose,
+                        g.granted_by, g.created_at, g.expires_at, g.state, g.ended_at))
+            self._audit(db, user=granted_by, purpose=purpose, dataset=dataset, action="grant",
+                        query="", epsilon=g.epsilon, outcome="granted",
+                        detail=json.dumps({"grant": g.grant_id, "user": user, "role": role,
+                                           "expires_at": governance.iso(g.expires_at)}))
+        return g
+
+    def revoke(self, grant_id: str, *, by: str, purpose: str = "") -> Grant:
+        """End an active grant now; audited as ``grant_revoked``."""
+        with self._write() as db:
+            self._lapse(db)  # an expired grant lapses rather than being revoked
+            row = db.execute("SELECT * FROM grants WHERE grant_id = ?", (grant_id,)).fetchone()
+            if row is None:
+                raise GrantError(404, "unknown_grant", f"no grant {grant_id!r}")
+            g = Grant.from_row(row)
+            if g.state != "active":
+                raise GrantError(409, "grant_ended", f"grant {grant_id!r} is already {g.state}")
+            at = self.now()
+            governance.end(db, grant_id, "revoked", at)
+            self._audit(db, user=by, purpose=purpose, dataset=g.dataset, action="grant_revoked",
+                        query="", epsilon=0.0, outcome="revoked",
+                        detail=json.dumps({"grant": grant_id, "user": g.user}))
+        return Grant(**{**g.__dict__, "state": "revoked", "ended_at": at})
+
+    def _lapse(self, db: sqlite3.Connection, now: float | None = None) -> list[Grant]:
+        lapsed = governance.due(db, self.clock() if now is None else now)
+        for g in lapsed:
+            governance.end(db, g.grant_id, "lapsed", self.now())
+            self._audit(db, user=g.user, purpose=g.purpose, dataset=g.dataset,
+                        action="grant_lapsed", query="", epsilon=0.0, outcome="lapsed",
+                        detail=json.dumps({"grant": g.grant_id, "granted_by": g.granted_by,
+                                           "expires_at": governance.iso(g.expires_at)}))
+        return lapsed
+
+    def lapse_grants(self) -> list[Grant]:
+        """Write down the grants that have expired: one ``grant_lapsed`` audit row each, once.
+        A read first, so the common case (nothing due) takes no write lock."""
+        with self._lock:
+            (first,) = self._db.execute("SELECT min(expires_at) FROM grants "
+                                        "WHERE state = 'active'").fetchone()
+        if first is None or first > self.clock():
+            return []
+        with self._write() as db:
+            return self._lapse(db)
+
+    def grants(self, *, user: str | None = None, dataset: str | None = None,
+               in_force: bool = False) -> list[Grant]:
+        sql, args = "SELECT * FROM grants WHERE 1=1", list[Any]()
+        if user is not None:
+            sql, args = sql + " AND user = ?", args + [user]
+        if dataset is not None:
+            sql, args = sql + " AND dataset = ?", args + [dataset]
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY created_at, grant_id", args).fetchall()
+        now = self.clock()
+        found = [Grant.from_row(r) for r in rows]
+        return [g for g in found if g.in_force(now)] if in_force else found
+
+    def granted_roles(self, user: str, dataset: str) -> set[str]:
+        """Roles that grants in force give ``user`` on ``dataset``."""
+        with self._lock:
+            return governance.granted_roles(self._db, user, dataset, self.clock())
+
+    # -- retention -------------------------------------------------------------------------
+    def purge(self, retention_days: int, *, record_empty: bool = True) -> dict[str, Any]:
+        """Delete releases (payloads and cache entries) older than ``retention_days`` by this
+        ledger's clock, and record one ``purge`` audit row with the counts.
+
+        Audit rows and charges are kept: the chain stays verifiable and a purge refunds
+        nothing. Deleted pages are zeroed (``secure_delete``) and the WAL is checkpointed,
+        so purged payloads do not linger in the file. ``record_empty=False`` (the service at
+        start) skips the audit row when nothing was old enough.
+        """
+        cutoff = governance.iso(self.clock() - retention_days * 86400.0)
+        with self._lock:
+            self._db.execute("PRAGMA secure_delete=ON")
+        with self._write() as db:
+            releases = db.execute("DELETE FROM releases WHERE created_at < ?",
+                                  (cutoff,)).rowcount
+            if releases or record_empty:
+                self._audit(db, user="", purpose="retention", dataset="", action="purge",
+                            query="", epsilon=0.0, outcome="purged",
+                            detail=json.dumps({"releases": releases, "before": cutoff,
+                                               "retention_days": retention_days}))
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return {"releases": releases, "before": cutoff}
