@@ -51,6 +51,48 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if report.findings else 0
 
 
+def _scan(args: argparse.Namespace) -> int:
+    import json
+
+    from .scanner import Canaries, scan_paths
+
+    canaries = Canaries.from_file(args.canaries) if args.canaries else None
+    report = scan_paths(args.paths, canaries=canaries, max_rows=args.max_rows, fix=args.fix)
+    if args.json:
+        print(json.dumps({"files": report.files, "findings": [f.to_json() for f in
+                                                               report.findings],
+                          "fixed": report.fixed, "errors": report.errors}, indent=1))
+    else:
+        for f in report.findings:
+            print(f.line())
+        for path in report.fixed:
+            print(f"{path}: stripped the outputs and widget state above")
+        for err in report.errors:
+            print(err, file=sys.stderr)
+        print(f"{len(report.findings)} finding(s) in {report.files} notebook(s)",
+              file=sys.stderr)
+    if report.errors:
+        return 2
+    return 1 if report.findings else 0  # fixed files fail too, so the commit is redone
+
+
+def _policy_lint(args: argparse.Namespace) -> int:
+    import json
+
+    from .policy_lint import lint_policy
+
+    problems = lint_policy(args.file)
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    if args.json:
+        print(json.dumps([vars(p) for p in problems], indent=1))
+    else:
+        for p in problems:
+            print(p.line())
+        print(f"{errors} error(s), {warnings} warning(s)", file=sys.stderr)
+    return 1 if errors or (args.strict and warnings) else 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pdebug-jupyter", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -79,6 +121,23 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=8888)
     d.add_argument("--no-browser", action="store_true")
     d.set_defaults(run=_demo)
+    n = sub.add_parser("scan", help="find raw rows, personal data and canaries saved in "
+                       "notebooks; exits 1 on a finding")
+    n.add_argument("paths", nargs="+", metavar="PATH", help=".ipynb files or directories")
+    n.add_argument("--canaries", metavar="FILE", help="values that must not appear, one a line")
+    n.add_argument("--fix", action="store_true",
+                   help="strip offending outputs and widget state in place")
+    n.add_argument("--max-rows", type=int, default=20,
+                   help="flag tables with more rows than this that are not releases")
+    n.add_argument("--json", action="store_true", help="findings as JSON")
+    n.set_defaults(run=_scan)
+    pol = sub.add_parser("policy", help="policy file tools").add_subparsers(
+        dest="policy_command", required=True)
+    lint = pol.add_parser("lint", help="flag risky settings; exits 1 on an error")
+    lint.add_argument("file", help="policy TOML file")
+    lint.add_argument("--strict", action="store_true", help="warnings fail too")
+    lint.add_argument("--json", action="store_true", help="problems as JSON")
+    lint.set_defaults(run=_policy_lint)
     return p
 
 
