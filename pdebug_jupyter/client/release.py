@@ -65,6 +65,12 @@ class Release:
     params = property(lambda self: dict(self.payload["params"]))
 
     @property
+    def warnings(self) -> list[dict[str, Any]]:
+        """Notices about this reply, e.g. ``{"code": "budget_alert", "threshold": 0.8, ...}``
+        when this release took a budget past an alert threshold (empty when cached)."""
+        return [dict(w) for w in self.payload.get("warnings", [])]
+
+    @property
     def parts(self) -> list[str]:
         """Names of the released cubes (one for most kinds; one per column for drift)."""
         return list(self._parts)

@@ -50,6 +50,24 @@ class Session:
                               f"{MAX_PURPOSE} characters")
         self._transport.purpose = text or None
 
+    def grant(self, user: str, dataset: str, *, purpose: str, epsilon: float | None = None,
+              role: str | None = None, ttl: float | None = None,
+              expires_at: str | None = None) -> dict[str, Any]:
+        """Owners only: give ``user`` extra ``epsilon`` and/or ``role`` on ``dataset`` for
+        ``ttl`` seconds (or until ``expires_at``, ISO 8601); it lapses by itself."""
+        body = _drop_none({"user": user, "dataset": dataset, "purpose": purpose,
+                           "epsilon": epsilon, "role": role, "ttl": ttl,
+                           "expires_at": expires_at})
+        return dict(self.request("POST", "/grants", body)["grant"])
+
+    def grants(self, *, active: bool = False) -> list[dict[str, Any]]:
+        """Grants (all of them for owners and auditors, one's own for others)."""
+        params = {"active": "1"} if active else None
+        return list(self.request("GET", "/grants", params=params)["grants"])
+
+    def revoke_grant(self, grant_id: str) -> dict[str, Any]:
+        return dict(self.request("DELETE", f"/grants/{grant_id}")["grant"])
+
     def releases(self, dataset: str | None = None) -> list[dict[str, Any]]:
         params = {"dataset": dataset} if dataset else None
         return list(self.request("GET", "/releases", params=params)["releases"])
@@ -217,16 +235,21 @@ def connect(url: str | None = None, *, token: str | None = None,
     """Connect to a privacy service.
 
     With ``url`` and ``token`` (or ``PDEBUG_URL`` and ``PDEBUG_TOKEN`` in the environment)
-    it connects to a running service. With a ``policy`` file (or ``PDEBUG_POLICY``) and no
+    it connects to a running service. Inside a JupyterHub single-user server the token
+    defaults to the server's ``JUPYTERHUB_API_TOKEN`` (the hub user's own, with the scopes its
+    roles grant) and the admin sets ``PDEBUG_URL`` in ``c.Spawner.environment``, so
+    ``connect()`` needs no arguments there. With a ``policy`` file (or ``PDEBUG_POLICY``) and no
     url it starts a local service child process on a free loopback port with a fresh random
     token, stopped when the session closes. ``purpose`` is recorded with every release and
     audit row.
     """
     url = url or os.environ.get("PDEBUG_URL")
     if url:
-        token = token or os.environ.get("PDEBUG_TOKEN")
+        token = (token or os.environ.get("PDEBUG_TOKEN")
+                 or os.environ.get("JUPYTERHUB_API_TOKEN"))
         if not token:
-            raise PdebugError("no_token", "a token is needed: pass token= or set PDEBUG_TOKEN")
+            raise PdebugError("no_token", "a token is needed: pass token=, set PDEBUG_TOKEN, "
+                              "or run in a JupyterHub server ($JUPYTERHUB_API_TOKEN)")
         session = Session(Transport(url, token, purpose))
     else:
         policy = policy or os.environ.get("PDEBUG_POLICY")

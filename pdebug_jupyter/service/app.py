@@ -20,12 +20,13 @@ import tornado.web
 
 from .. import __version__
 from ..engine import Engine, EngineError
-from ..ledger import BudgetExceeded, Ledger, Limits
+from ..ledger import BudgetExceeded, GrantError, Ledger, Limits
 from ..policy import DatasetPolicy, Policy
 from ..privacy import plan_noise, release
 from ..query import Query, QueryError, build_query, parse_body
 from . import payload
-from .auth import Identity, TokenAuthenticator
+from .auth import ROLE_PERMISSIONS, Identity, TokenAuthenticator
+from .governance import GrantRejected, parse_grant, send_alerts
 from .openapi import openapi
 
 log = logging.getLogger("pdebug_jupyter.service")
@@ -40,7 +41,7 @@ class ApiError(Exception):
 
 
 #: every error type with a stable code and a 4xx (or 503) status
-KNOWN_ERRORS = (ApiError, QueryError, BudgetExceeded, EngineError)
+KNOWN_ERRORS = (ApiError, QueryError, BudgetExceeded, EngineError, GrantError, GrantRejected)
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Service:
     pool: ThreadPoolExecutor
 
     def limits(self, ds: DatasetPolicy) -> Limits:
-        return Limits(ds.epsilon_per_user, ds.epsilon_total)
+        return Limits(ds.epsilon_per_user, ds.epsilon_total, self.policy.alerts)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -67,7 +68,7 @@ def requires(permission: str) -> Callable[[Callable[..., Awaitable[None]]],
     def wrap(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         @wraps(method)
         async def checked(self: Base, *args: Any) -> None:
-            if not self.identity.can(permission):
+            if not self.allowed(permission, args):
                 raise ApiError(403, "forbidden", f"role {self.identity.role!r} may not "
                                f"{permission.replace('_', ' ')}")
             await method(self, *args)
@@ -78,6 +79,10 @@ def requires(permission: str) -> Callable[[Callable[..., Awaitable[None]]],
 
 class Base(tornado.web.RequestHandler):
     public = False  # only /health overrides this
+    #: where a dataset-scoped handler names its dataset, so that role grants on that dataset
+    #: apply: "path" (the first path argument) or "query" (a ``dataset`` filter it applies)
+    grant_scope: str | None = None
+    action: str | None = None  # the audited action of a refusal; default: the path's end
 
     def initialize(self, service: Service) -> None:
         self.service = service
@@ -100,6 +105,19 @@ class Base(tornado.web.RequestHandler):
         self._identity = self.service.auth.identify(self.request.headers.get("Authorization"))
         if self._identity is None:
             raise ApiError(401, "unauthorized", "a valid 'Authorization: token <t>' is required")
+        self.service.ledger.lapse_grants()  # lazily: a grant's lapse is audited once, on time
+
+    def allowed(self, permission: str, args: tuple[Any, ...]) -> bool:
+        """The caller's own role, or a role granted on the dataset this request is about."""
+        if self.identity.can(permission):
+            return True
+        dataset = (args[0] if self.grant_scope == "path" and args else
+                   self.get_query_argument("dataset", None) if self.grant_scope == "query"
+                   else None)
+        if dataset is None:
+            return False
+        roles = self.service.ledger.granted_roles(self.identity.name, dataset)
+        return any(permission in ROLE_PERMISSIONS[r] for r in roles)
 
     def check_xsrf_cookie(self) -> None:  # token-authenticated API, no cookies
         return None
@@ -132,7 +150,8 @@ class Base(tornado.web.RequestHandler):
         if self._identity is not None and self.audited is not None and status < 500:
             dataset, text = self.audited
             self.service.ledger.audit(user=self.identity.name, purpose=self.purpose,
-                                      dataset=dataset, action=self.request.path.rsplit("/", 1)[-1],
+                                      dataset=dataset,
+                                      action=self.action or self.request.path.rsplit("/", 1)[-1],
                                       query=text, epsilon=0.0, outcome="refused", detail=code)
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -166,6 +185,8 @@ class Datasets(Base):
 
 
 class DatasetSchema(Base):
+    grant_scope = "path"
+
     @requires("read_schema")
     async def get(self, name: str) -> None:
         self.reply(schema(self.service, self.dataset(name), self.identity))
@@ -184,6 +205,8 @@ def schema(svc: Service, ds: DatasetPolicy, who: Identity) -> dict[str, Any]:
 
 
 class QueryBase(Base):
+    grant_scope = "path"
+
     def parse(self, name: str) -> tuple[DatasetPolicy, Query]:
         ds = self.dataset(name)
         self.audited = (ds.name, self.request.body[:1000].decode("utf-8", "replace"))
@@ -238,11 +261,23 @@ class Release(QueryBase):
                 query=text, epsilon=query.epsilon, fingerprint=version.fingerprint,
                 limits=limits, build=build)
             if not cached:
+                self.alert(hit, ds.name)
                 self.reply(hit)
                 return
         hit["cached"] = True
+        hit["warnings"] = []  # alerts belong to the release that spent the budget
         hit["budget"] = svc.ledger.budget(who.name, ds.name, svc.limits(ds)).public()
         self.reply(hit)
+
+
+    def alert(self, hit: dict[str, Any], dataset: str) -> None:
+        url = self.service.policy.alert_webhook
+        fired = [w for w in hit.get("warnings", []) if w.get("code") == "budget_alert"]
+        if url and fired:
+            send_alerts(url, [{"event": "budget_alert", "user": self.identity.name,
+                               "dataset": dataset, "release_id": hit["release_id"],
+                               "created_at": hit.get("provenance", {}).get("created_at"), **w}
+                              for w in fired])
 
 
 class BudgetHandler(Base):
@@ -262,6 +297,8 @@ def _int_arg(handler: Base, name: str, default: int, hi: int) -> int:
 
 
 class Releases(Base):
+    grant_scope = "query"
+
     @requires("read_releases")
     async def get(self) -> None:
         rows = self.service.ledger.releases(
@@ -281,6 +318,8 @@ class ReleaseById(Base):
 
 
 class Audit(Base):
+    grant_scope = "query"
+
     @requires("read_audit")
     async def get(self) -> None:
         rows = self.service.ledger.audit_rows(
@@ -294,6 +333,45 @@ class AuditVerify(Base):
     @requires("read_audit")
     async def get(self) -> None:
         self.reply(self.service.ledger.verify().public())
+
+
+def _owner(who: Identity) -> bool:
+    return "owner" in who.role.split("+")  # the policy's role, never one granted
+
+
+class Grants(Base):
+    action = "grant"
+
+    async def get(self) -> None:
+        """Owners and auditors see every grant; anyone else sees their own."""
+        who, led = self.identity, self.service.ledger
+        everyone = _owner(who) or who.can("read_audit")
+        user = self.get_query_argument("user", None) if everyone else who.name
+        found = led.grants(user=user, dataset=self.get_query_argument("dataset", None),
+                           in_force=self.get_query_argument("active", "") in ("1", "true"))
+        now = led.clock()
+        self.reply({"grants": [g.public(now) for g in found]})
+
+    async def post(self) -> None:
+        self.audited = ("", self.request.body[:1000].decode("utf-8", "replace"))
+        if not _owner(self.identity):
+            raise ApiError(403, "forbidden", "only an owner may grant elevations")
+        led = self.service.ledger
+        args = parse_grant(self.request.body, self.service.policy, led.clock())
+        grant = led.grant(**args, granted_by=self.identity.name)
+        self.reply({"grant": grant.public(led.clock())}, status=201)
+
+
+class GrantById(Base):
+    action = "grant_revoke"
+
+    async def delete(self, grant_id: str) -> None:
+        self.audited = ("", grant_id)
+        if not _owner(self.identity):
+            raise ApiError(403, "forbidden", "only an owner may revoke a grant")
+        led = self.service.ledger
+        grant = led.revoke(grant_id, by=self.identity.name, purpose=self.purpose)
+        self.reply({"grant": grant.public(led.clock())})
 
 
 class NotFound(Base):
@@ -315,10 +393,20 @@ ROUTES: list[tuple[str, type[Base]]] = [
     (r"/releases/([A-Za-z0-9_-]+)", ReleaseById),
     ("/audit", Audit),
     ("/audit/verify", AuditVerify),
+    ("/grants", Grants),
+    (r"/grants/([A-Za-z0-9_-]+)", GrantById),
 ]
 
 
+def housekeeping(service: Service) -> None:
+    """At start: write down grants that lapsed while the service was down, and purge
+    releases past the policy's retention (audited only when something was purged)."""
+    service.ledger.lapse_grants()
+    service.ledger.purge(service.policy.retention_days, record_empty=False)
+
+
 def make_app(service: Service) -> tornado.web.Application:
+    housekeeping(service)
     handlers = [(PREFIX + path, cls, {"service": service}) for path, cls in ROUTES]
     return tornado.web.Application(handlers, default_handler_class=NotFound,
                                    default_handler_args={"service": service})

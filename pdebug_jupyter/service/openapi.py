@@ -64,6 +64,18 @@ def openapi(version: str) -> dict[str, Any]:
                 _q("after", {"type": "integer", "minimum": 0}),
                 _q("limit", {"type": "integer", "minimum": 0, "maximum": 10000})])},
             "/audit/verify": {"get": _op("verify the audit hash chain")},
+            "/grants": {
+                "get": _op("temporary grants (all for owners and auditors, else one's own)",
+                           params=[_q("user", {"type": "string"}),
+                                   _q("dataset", {"type": "string"}),
+                                   _q("active", {"type": "string", "enum": ["1", "true"]})]),
+                "post": _op("owners: grant a user extra epsilon and/or a role on a dataset "
+                            "until an expiry (audited; lapses by itself)", body={
+                                "required": True, "content": {"application/json": {"schema": {
+                                    "$ref": "#/components/schemas/Grant"}}}})},
+            "/grants/{grant_id}": {"delete": _op("owners: revoke a grant (audited)", params=[{
+                "name": "grant_id", "in": "path", "required": True,
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}}])},
         },
         "components": {
             "securitySchemes": {"token": {"type": "apiKey", "in": "header",
@@ -73,6 +85,13 @@ def openapi(version: str) -> dict[str, Any]:
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                     "type": "object", "required": ["code", "message"], "properties": {
                         "code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "Grant": {"type": "object", "required": ["user", "dataset", "purpose"],
+                          "additionalProperties": False, "properties": {
+                              "user": {"type": "string"}, "dataset": {"type": "string"},
+                              "epsilon": {"type": "number", "minimum": 0},
+                              "role": {"type": "string"}, "purpose": {"type": "string"},
+                              "ttl": {"type": "number", "exclusiveMinimum": 0},
+                              "expires_at": {"type": "string", "format": "date-time"}}},
                 "Query": {"type": "object", "required": ["kind", "epsilon"], "properties": {
                     "kind": {"type": "string", "enum": sorted(BUILDERS)},
                     "epsilon": {"type": "number", "exclusiveMinimum": 0},

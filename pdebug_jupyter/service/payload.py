@@ -104,4 +104,7 @@ def release(policy: Policy, ds: DatasetPolicy, version: Version, query: Query,
         "provenance": provenance(policy, ds, version, query, user=user, purpose=purpose,
                                  created_at=created_at, threshold=threshold),
         "budget": budget.public(),
+        # budget alerts this release set off (filled in by the ledger for its first reply
+        # only: the stored release is everybody's cache)
+        "warnings": [],
     }
