@@ -13,7 +13,7 @@ from .policy import PolicyError
 def _serve(args: argparse.Namespace) -> int:
     from .service import serve
 
-    serve(args.policy, args.host, args.port, local=args.local)
+    serve(args.policy, args.host, args.port, local=args.local, hub=args.hub)
     return 0
 
 
@@ -102,6 +102,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     s.add_argument("--local", action="store_true",
                    help="add the session user whose token is in $PDEBUG_LOCAL_TOKEN (connect())")
+    s.add_argument("--hub", action="store_true",
+                   help="run as a JupyterHub service: tokens and custom:pdebug:* scopes from "
+                        "the hub, address and prefix from $JUPYTERHUB_SERVICE_URL/_PREFIX")
     s.set_defaults(run=_serve)
     g = sub.add_parser("synth", help="write synthetic loans data and a matching policy")
     g.add_argument("--rows", type=int, default=50_000)

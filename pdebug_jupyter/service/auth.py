@@ -1,7 +1,8 @@
 """Who is calling and what they may do.
 
 Standalone mode reads users and tokens from the policy; ``Authorization: token <t>``
-(JupyterHub's convention; ``Bearer`` is accepted too) identifies the caller. Roles map to
+(JupyterHub's convention; ``Bearer`` is accepted too) identifies the caller. On a JupyterHub
+(``serve --hub``) the hub's tokens and scopes do so too: see :mod:`.hub`. Roles map to
 permissions; every handler names the permission it needs.
 """
 
@@ -31,12 +32,16 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
 
 @dataclass(frozen=True)
 class Identity:
+    """A caller: ``role`` is one role, several joined by ``+`` (a hub user whose scopes grant
+    more than one, e.g. ``analyst+auditor``) or empty (known to the hub, granted nothing)."""
+
     name: str
     role: str
 
     @property
     def permissions(self) -> frozenset[str]:
-        return ROLE_PERMISSIONS[self.role]
+        roles = [r for r in self.role.split("+") if r]
+        return frozenset().union(*(ROLE_PERMISSIONS[r] for r in roles))
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions
