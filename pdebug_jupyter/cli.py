@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .engine import EngineError
 from .policy import PolicyError
@@ -93,6 +94,85 @@ def _policy_lint(args: argparse.Namespace) -> int:
     return 1 if errors or (args.strict and warnings) else 0
 
 
+def _open_ledger(policy_file: str, clock: float | None = None) -> Any:
+    from .ledger import Ledger
+    from .policy import load_policy
+
+    policy = load_policy(policy_file, require_tokens=False)
+    if not policy.ledger.exists():  # never create an empty ledger by looking at it
+        raise PolicyError(f"{policy_file}: service.ledger: no ledger at {policy.ledger}")
+    return policy, (Ledger(policy.ledger) if clock is None
+                    else Ledger(policy.ledger, clock=lambda: clock))
+
+
+def _purge(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    now = None
+    if args.now:
+        try:
+            when = datetime.fromisoformat(args.now)
+        except ValueError:
+            when = None
+        if when is None or when.tzinfo is None:
+            print("pdebug-jupyter: --now needs an ISO 8601 time with a zone, e.g. "
+                  "2030-01-31T00:00:00+00:00", file=sys.stderr)
+            return 2
+        now = when.timestamp()
+    policy, ledger = _open_ledger(args.policy, now)
+    try:
+        done = ledger.purge(policy.retention_days)
+    finally:
+        ledger.close()
+    print(f"purged {done['releases']} release(s) created before {done['before']} "
+          f"(retention {policy.retention_days} days); audit rows and charges kept")
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    _, ledger = _open_ledger(args.policy)
+    try:
+        result = ledger.verify()
+    finally:
+        ledger.close()
+    if result.ok:
+        print(f"ok: {result.rows} audit row(s) checked, the hash chain is intact")
+        return 0
+    print(f"FAILED: {result.rows} audit row(s) checked, the first bad row is seq "
+          f"{result.first_bad}")
+    return 1
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    import csv
+    import json
+
+    from .ledger import AUDIT_FIELDS
+
+    _, ledger = _open_ledger(args.policy)
+    fields = [*AUDIT_FIELDS, "prev", "hash"]
+    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        writer = csv.DictWriter(out, fields) if args.format == "csv" else None
+        if writer:
+            writer.writeheader()
+        after, count = 0, 0
+        while rows := ledger.audit_rows(after=after, limit=1000):
+            for row in rows:
+                if writer:
+                    writer.writerow(row)
+                else:
+                    out.write(json.dumps({f: row[f] for f in fields}) + "\n")
+            after, count = rows[-1]["seq"], count + len(rows)
+    finally:
+        ledger.close()
+        if args.out:
+            out.close()
+    if args.out:
+        print(f"wrote {count} audit row(s) to {args.out}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pdebug-jupyter", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -141,6 +221,21 @@ def parser() -> argparse.ArgumentParser:
     lint.add_argument("--strict", action="store_true", help="warnings fail too")
     lint.add_argument("--json", action="store_true", help="problems as JSON")
     lint.set_defaults(run=_policy_lint)
+    r = sub.add_parser("purge", help="delete releases older than the policy's retention_days "
+                       "(audit rows and charges are kept)")
+    r.add_argument("--policy", required=True)
+    r.add_argument("--now", help="purge as of this ISO 8601 time instead of now")
+    r.set_defaults(run=_purge)
+    a = sub.add_parser("audit", help="verify or export the hash-chained audit log")
+    audit = a.add_subparsers(dest="audit_command", required=True)
+    v = audit.add_parser("verify", help="recompute the hash chain; exit 1 if it is broken")
+    v.add_argument("--policy", required=True)
+    v.set_defaults(run=_audit_verify)
+    x = audit.add_parser("export", help="every audit row with its hashes")
+    x.add_argument("--policy", required=True)
+    x.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    x.add_argument("--out", help="write here instead of standard output")
+    x.set_defaults(run=_audit_export)
     return p
 
 
