@@ -19,7 +19,7 @@ from ..ledger import Ledger
 from ..policy import User, load_policy
 from .app import Service, make_app
 from .auth import TokenAuthenticator
-from .hub import HubAuthenticator, HubEnvironment, hub_app
+from .hub import HubAuthenticator, HubEnvironment
 
 __all__ = ["serve"]
 
@@ -52,7 +52,7 @@ def build_service(policy_path: str, *, local: bool = False,
 async def _run(service: Service, host: str, port: int, local: bool,
                hub: HubEnvironment | None = None) -> None:
     sockets = tornado.netutil.bind_sockets(port, address=host)
-    app = hub_app(service, hub.prefix) if hub else make_app(service)
+    app = make_app(service, hub.prefix if hub else "/")
     server = tornado.httpserver.HTTPServer(app, xheaders=False)
     server.add_sockets(sockets)
     bound = sockets[0].getsockname()[1]

@@ -405,8 +405,11 @@ def housekeeping(service: Service) -> None:
     service.ledger.purge(service.policy.retention_days, record_empty=False)
 
 
-def make_app(service: Service) -> tornado.web.Application:
+def make_app(service: Service, base_url: str = "/") -> tornado.web.Application:
+    """The API at ``{base_url}api/v1``; a JupyterHub service's base is its prefix
+    (``/services/pdebug/``), since the hub's proxy forwards the full path."""
     housekeeping(service)
-    handlers = [(PREFIX + path, cls, {"service": service}) for path, cls in ROUTES]
+    base = base_url.rstrip("/") + PREFIX
+    handlers = [(base + path, cls, {"service": service}) for path, cls in ROUTES]
     return tornado.web.Application(handlers, default_handler_class=NotFound,
                                    default_handler_args={"service": service})

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 import tornado.web
 
 from ..policy import Policy
-from .app import PREFIX, ROUTES, ApiError, NotFound, Service
+from .app import ApiError
 from .auth import Identity, TokenAuthenticator
 
 log = logging.getLogger("pdebug_jupyter.service.hub")
@@ -132,11 +132,3 @@ class HubAuthenticator(TokenAuthenticator):
                  if self._hub.check_scopes({scope}, model)]
         return Identity(name, "owner" if "owner" in roles else "+".join(roles))
 
-
-def hub_app(service: Service, prefix: str) -> tornado.web.Application:
-    """The REST API under the hub's prefix for this service (``/services/pdebug/api/v1``):
-    the hub's proxy forwards the full path."""
-    base = prefix.rstrip("/") + PREFIX
-    handlers = [(base + path, cls, {"service": service}) for path, cls in ROUTES]
-    return tornado.web.Application(handlers, default_handler_class=NotFound,
-                                   default_handler_args={"service": service})
