@@ -302,6 +302,30 @@ class Ledger:
                                     args + [limit]).fetchall()
         return [dict(r) for r in rows]
 
+    def charges(self, *, dataset: str | None = None, user: str | None = None
+                ) -> list[dict[str, Any]]:
+        """Every charge in the order it was made, with the kind of its release (``None`` once
+        retention purged the release: the charge itself is never deleted). A read."""
+        sql, args = ("SELECT c.id, c.user, c.dataset, c.epsilon, c.release_id, c.at, r.kind "
+                     "FROM charges c LEFT JOIN releases r USING (release_id) WHERE 1=1",
+                     list[Any]())
+        if dataset is not None:
+            sql, args = sql + " AND c.dataset = ?", args + [dataset]
+        if user is not None:
+            sql, args = sql + " AND c.user = ?", args + [user]
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY c.id", args).fetchall()
+        return [dict(r) for r in rows]
+
+    def alerts(self, *, dataset: str | None = None) -> list[dict[str, Any]]:
+        """Budget alerts that fired (``user`` is empty for the dataset-wide scope). A read."""
+        sql, args = "SELECT * FROM alerts WHERE 1=1", list[Any]()
+        if dataset is not None:
+            sql, args = sql + " AND dataset = ?", args + [dataset]
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY at, scope, threshold", args).fetchall()
+        return [dict(r) for r in rows]
+
     def release(self, release_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute("SELECT payload FROM releases WHERE release_id = ?",
