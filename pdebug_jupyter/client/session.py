@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from .local import LocalService
@@ -18,6 +20,8 @@ class Session:
         self._transport = transport
         self._local = local
         self.url = transport.url
+        # what this session asked (never what came back): the source of ``recipe()``
+        self._log: list[dict[str, Any]] = []
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None,
                 params: dict[str, Any] | None = None) -> Any:
@@ -76,6 +80,35 @@ class Session:
         """A release made earlier (by anyone), read from the service at no cost."""
         return Release.of(self.request("GET", f"/releases/{release_id}"))
 
+    def recipe(self, *, purpose: str | None = None, since: str | None = None
+               ) -> dict[str, Any]:
+        """The queries this session released, as a replayable recipe (JSON-ready).
+
+        It holds each query's dataset, kind, parameters and epsilon, and the id of the release
+        it got (so a replay can show the old result beside the new one, read for free); never
+        a released value. ``purpose`` keeps the queries asked under that purpose, ``since``
+        (ISO 8601 with a zone) those asked at or after it. A repeated query appears once.
+        """
+        after = datetime.fromisoformat(since) if since is not None else None
+        seen, queries = set(), []
+        for q in self._log:
+            key = json.dumps([q["dataset"], q["kind"], q["epsilon"], q["params"]],
+                             sort_keys=True)
+            if ((purpose is not None and q["purpose"] != purpose) or key in seen
+                    or (after is not None and datetime.fromisoformat(q["asked_at"]) < after)):
+                continue
+            seen.add(key)
+            queries.append(dict(q))
+        return {"format": RECIPE_FORMAT, "version": 1, "service": self.url,
+                "queries": queries}
+
+    def export_recipe(self, path: str | os.PathLike[str], **filters: Any) -> dict[str, Any]:
+        """Write :meth:`recipe` to ``path`` as JSON; replay it with ``pdj.replay``."""
+        recipe = self.recipe(**filters)
+        with open(path, "w") as f:
+            json.dump(recipe, f, indent=1)
+        return recipe
+
     def close(self) -> None:
         global _current
         if _current is self:
@@ -115,7 +148,16 @@ class Dataset:
 
     def query(self, kind: str, *, epsilon: float, **params: Any) -> Release:
         body = {"kind": kind, "epsilon": epsilon, **_drop_none(params)}
-        return Release.of(self.session.request("POST", f"/datasets/{self.name}/query", body))
+        release = Release.of(self.session.request("POST", f"/datasets/{self.name}/query", body))
+        prov = release.provenance
+        self.session._log.append({
+            "dataset": self.name, "kind": kind, "epsilon": epsilon,
+            "params": {k: v for k, v in body.items() if k not in ("kind", "epsilon")},
+            "purpose": self.session.purpose, "release_id": release.release_id,
+            "asked_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "created_at": prov.get("created_at"), "fingerprint": prov.get("fingerprint"),
+            "model_version": prov.get("model_version")})
+        return release
 
     def cost(self, kind: str, *, epsilon: float, **params: Any) -> dict[str, Any]:
         """What the query would cost now (zero if cached) and its expected noise; free."""
@@ -221,6 +263,7 @@ def _drop_none(params: dict[str, Any]) -> dict[str, Any]:
 
 
 MAX_PURPOSE = 500  # the service keeps this many characters of a purpose
+RECIPE_FORMAT = "pdebug-jupyter recipe"
 
 _current: Session | None = None
 
