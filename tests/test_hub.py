@@ -238,3 +238,57 @@ def test_the_kernel_client_uses_the_hub_token_from_its_environment(
     with pytest.raises(PdebugError) as refused:
         connect()
     assert refused.value.status == 401
+
+
+def _model(*scopes: str, kind: str = "user", name: str = "carol") -> dict[str, Any]:
+    return {"kind": kind, "name": name, "scopes": list(scopes)}
+
+
+def test_scopes_map_to_roles_and_filtered_or_unaccessed_grants_grant_nothing(
+        loans: Any, tmp_path: Path) -> None:
+    from pdebug_jupyter.policy import load_policy
+    from pdebug_jupyter.service.hub import HubAuthenticator, HubEnvironment
+
+    env = HubEnvironment.from_environ({
+        "JUPYTERHUB_API_TOKEN": "x" * 32, "JUPYTERHUB_SERVICE_NAME": "pdebug",
+        "JUPYTERHUB_OAUTH_ACCESS_SCOPES": '["access:services", "access:services!service=pdebug"]'})
+    assert env.prefix == "/services/pdebug/" and env.cache_seconds == 60
+    auth = HubAuthenticator(load_policy(policy_copy(loans, tmp_path), require_tokens=False), env)
+    access = "access:services!service=pdebug"
+    cases = {
+        ("custom:pdebug:query", access): "analyst",
+        ("custom:pdebug:query", "custom:pdebug:audit", access): "analyst+auditor",
+        ("custom:pdebug:admin", "custom:pdebug:audit", access): "owner",
+        ("custom:pdebug:audit", "access:services"): "auditor",  # access to every service
+        ("custom:pdebug:query",): "",  # no access to this service
+        ("custom:pdebug:query", "access:services!service=grades"): "",
+        ("custom:pdebug:query!user=carol", access): "",  # filtered: means nothing here
+        ("custom:grades:read", access): "",
+    }
+    for scopes, role in cases.items():
+        assert auth.identity_of(_model(*scopes)).role == role, scopes
+    assert auth.identity_of(_model("custom:pdebug:query", access)).permissions \
+        == {"read_schema", "query", "read_budget", "read_releases"}
+    assert auth.identity_of(_model(access)).permissions == frozenset()
+    # a hub service is never mistaken for the user of the same name
+    assert auth.identity_of(_model("custom:pdebug:query", access, kind="service")).name \
+        == "service:carol"
+
+
+def test_the_example_hub_config_declares_what_the_service_checks() -> None:
+    from traitlets.config import PyFileConfigLoader
+
+    from pdebug_jupyter.service.hub import SCOPE_ROLES
+
+    path = REPO / "examples" / "jupyterhub_config.py"
+    c = PyFileConfigLoader(path.name, str(path.parent)).load_config()
+    assert set(c.JupyterHub.custom_scopes) == set(SCOPE_ROLES)
+    (service,) = c.JupyterHub.services
+    assert service["name"] == "pdebug" and service["command"][1:4] == ["serve", "--hub", "--policy"]
+    assert service["user"] == "pdebug"  # its own OS user: the data is readable only by it
+    for role in c.JupyterHub.load_roles:  # each role lets its holders reach the service
+        assert "access:services!service=pdebug" in role["scopes"], role
+    assert c.Spawner.environment["PDEBUG_URL"] == \
+        service["url"] + "/services/pdebug/api/v1"
+    assert {"custom:pdebug:query", "access:services!service=pdebug"} \
+        <= set(c.Spawner.server_token_scopes)
