@@ -27,6 +27,10 @@ def __getattr__(name: str) -> Any:
         from importlib import import_module
 
         return import_module(f"{__name__}.widgets")
+    if name == "replay":  # recipes compare through the metrics and draw with Altair
+        from .recipe import replay
+
+        return replay
     raise AttributeError(f"module 'pdebug_jupyter' has no attribute {name!r}")
 
 
