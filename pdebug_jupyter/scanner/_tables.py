@@ -167,7 +167,7 @@ def text_tables(text: str) -> list[Table]:
         j = i + 1
         while j < len(lines) and len(lines[j]) == len(lines[i]) and lines[j].strip():
             j += 1
-        table = _text_table(lines[i:j]) if j - i >= 3 else None
+        table = _text_table(lines[i:j]) if j - i >= 2 else None
         if table is not None:
             footer = _TEXT_FOOTER.search("\n".join(lines[j:j + 3]))
             rows = int(footer.group(1).replace(",", "")) if footer else table.rows
@@ -186,17 +186,19 @@ def _text_table(block: list[str]) -> Table | None:
     names = [(n, end) for n, end in names if n != "\\"]  # a wrapped frame's continuation mark
     if not names:
         return None
+    # a named index puts its name on a line of its own under the header
+    index_name = data[0].strip() if len(data[0].split()) == 1 else None
+    if index_name is not None:
+        data = data[1:]
+    if not data:
+        return None
     # pandas right-aligns: most header names end exactly where their column's values end
     aligned = sum(
         sum(_ends_at(line, end) for line in data) >= 0.8 * len(data) for _, end in names)
     if aligned < max(1, 0.6 * len(names)):
         return None
     rows = [line for line in data if not re.fullmatch(r"[.\s\\]*", line)]
-    columns = tuple(n for n, _ in names if n != "...")
-    # a named index puts its name on the first data line, alone
-    if rows and len(rows[0].split()) == 1 and len(names) > 1:
-        columns += (rows[0].strip(),)
-        rows = rows[1:]
+    columns = tuple(n for n, _ in names if n != "...") + ((index_name,) if index_name else ())
     return Table("text", columns, len(rows))
 
 

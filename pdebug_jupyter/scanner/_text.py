@@ -50,17 +50,27 @@ class Canaries:
     Matched case-insensitively and not inside a longer word or number (``C00000001`` is not
     found in ``C000000012``). Values shorter than :attr:`MIN_LENGTH` are ignored: a canary
     ``"1"`` would be found in every notebook.
+
+    One regular expression of a thousand alternatives takes a minute over the few megabytes
+    of a notebook's saved widget state, so the search goes by words instead: each value is
+    looked up by its longest run of letters and digits, and only where the text has that
+    run is the whole value compared.
     """
 
     MIN_LENGTH = 4
 
     def __init__(self, values: Iterable[str]) -> None:
-        kept = sorted({v.strip() for v in values if len(v.strip()) >= self.MIN_LENGTH},
-                      key=lambda v: (-len(v), v))
+        kept = sorted({v.strip() for v in values if len(v.strip()) >= self.MIN_LENGTH})
         self.values = tuple(kept)
-        self._regex = re.compile(
-            r"(?<![A-Za-z0-9])(?:" + "|".join(re.escape(v) for v in kept) + r")(?![A-Za-z0-9])",
-            re.IGNORECASE) if kept else None
+        self._by_run: dict[str, list[tuple[int, str]]] = {}
+        self._plain: list[str] = []  # values without an ASCII letter or digit
+        for value in kept:
+            runs = list(_RUN.finditer(value))
+            if not runs:
+                self._plain.append(value.lower())
+                continue
+            key = max(runs, key=lambda m: len(m.group()))
+            self._by_run.setdefault(key.group().lower(), []).append((key.start(), value.lower()))
 
     @classmethod
     def from_file(cls, path: str | Path) -> Canaries:
@@ -71,8 +81,22 @@ class Canaries:
 
     def found(self, text: str, *, is_html: bool = False) -> set[str]:
         """The distinct canary values (lower-cased) in ``text``."""
-        if self._regex is None:
+        if not self.values:
             return set()
         if is_html:
             text = html.unescape(text)
-        return {m.group().lower() for m in self._regex.finditer(text)}
+        found = {v for v in self._plain if v in text.lower()}
+        for run in _RUN.finditer(text):
+            for offset, value in self._by_run.get(run.group().lower(), ()):
+                start, end = run.start() - offset, run.start() - offset + len(value)
+                if start >= 0 and text[start:end].lower() == value and \
+                        not _alnum(text[start - 1:start]) and not _alnum(text[end:end + 1]):
+                    found.add(value)
+        return found
+
+
+_RUN = re.compile(r"[A-Za-z0-9]+")
+
+
+def _alnum(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
