@@ -292,3 +292,22 @@ def test_the_example_hub_config_declares_what_the_service_checks() -> None:
         service["url"] + "/services/pdebug/api/v1"
     assert {"custom:pdebug:query", "access:services!service=pdebug"} \
         <= set(c.Spawner.server_token_scopes)
+
+
+def test_a_hub_that_cannot_be_reached_is_a_503_not_a_login_failure(
+        loans: Any, tmp_path: Path) -> None:
+    from pdebug_jupyter.policy import load_policy
+    from pdebug_jupyter.service.app import ApiError
+    from pdebug_jupyter.service.hub import HubAuthenticator, HubEnvironment
+
+    env = HubEnvironment.from_environ({
+        "JUPYTERHUB_API_TOKEN": "x" * 32, "PDEBUG_HUB_CACHE_SECONDS": "0",
+        "JUPYTERHUB_API_URL": f"http://127.0.0.1:{_free_port()}/hub/api"})
+    assert "x" * 32 not in repr(env)
+    auth = HubAuthenticator(load_policy(policy_copy(loans, tmp_path), require_tokens=False), env)
+    assert auth.identify(None) is None and auth.identify("Basic dXNlcjpwYXNz") is None
+    with pytest.raises(ApiError) as down:
+        auth.identify("token some-hub-token")
+    assert down.value.status == 503 and down.value.code == "hub_unavailable"
+    with pytest.raises(SystemExit, match="JUPYTERHUB_API_TOKEN"):
+        HubEnvironment.from_environ({})

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
@@ -52,7 +52,7 @@ DEFAULT_CACHE_SECONDS = 60
 class HubEnvironment:
     """What the hub tells a service it manages (or what an admin sets for an external one)."""
 
-    api_token: str
+    api_token: str = field(repr=False)
     api_url: str
     name: str
     prefix: str  # e.g. /services/pdebug/
@@ -104,6 +104,8 @@ class HubAuthenticator(TokenAuthenticator):
         super().__init__(policy)
         self._hub = _hub_auth(env)
         self._use_cache = env.cache_seconds > 0
+        log.info("tokens checked with the hub at %s (answers kept %d s); access needs one of %s",
+                 env.api_url, env.cache_seconds, ", ".join(sorted(env.access_scopes)))
 
     def identify(self, header: str | None) -> Identity | None:
         static = super().identify(header)
