@@ -29,8 +29,13 @@ def _synth(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .demo import run
+    from .demo import exec_with_service, run, write_tour
 
+    if args.write_tour:
+        print(f"wrote {write_tour(Path(args.write_tour))}")
+        return 0
+    if args.exec is not None:
+        exec_with_service(Path(args.dir), args.exec)  # returns only by raising
     return run(Path(args.dir), port=args.port, browser=not args.no_browser)
 
 
@@ -203,6 +208,11 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--dir", default="demo-data", help="where the demo data and notebook live")
     d.add_argument("--port", type=int, default=8888)
     d.add_argument("--no-browser", action="store_true")
+    d.add_argument("--write-tour", metavar="PATH",
+                   help="only write the tour notebook to PATH (examples/tour.ipynb)")
+    d.add_argument("--exec", nargs=argparse.REMAINDER, metavar="CMD",
+                   help="instead of JupyterLab, run CMD with PDEBUG_URL/PDEBUG_TOKEN set for "
+                        "the demo's service, which stops when CMD ends (Binder's start)")
     d.set_defaults(run=_demo)
     n = sub.add_parser("scan", help="find raw rows, personal data and canaries saved in "
                        "notebooks; exits 1 on a finding")
