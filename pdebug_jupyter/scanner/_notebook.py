@@ -150,7 +150,8 @@ def _scan_output(texts: _Texts, output: Any) -> None:
             cols = tuple(str(f.get("name", "")) for f in value.get("schema", {}).get("fields", [])
                          if isinstance(f, dict))
             texts.add_table(mime, cols, len(value.get("data") or []))
-        if isinstance(value, str | list) and all(isinstance(v, str) for v in value):
+        if isinstance(value, str) or (isinstance(value, list) and
+                                      all(isinstance(v, str) for v in value)):
             texts.add(mime, _text(value), html="html" in mime or mime.endswith("svg+xml"))
         else:
             for key, s in _strings(value):
