@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .engine import EngineError
@@ -182,6 +183,43 @@ def _audit_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    report = write_report(args.policy, args.out, json_out=args.json, dataset=args.dataset,
+                          user=args.user)
+    print(report["summary"])
+    print(f"wrote {args.out} and {args.json or Path(args.out).with_suffix('.json')}")
+    return 0 if report["audit"]["ok"] else 1
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .client import PdebugError, connect
+    from .recipe import replay
+
+    try:
+        with connect(policy=args.policy, purpose=args.purpose) as session:
+            comparison = replay(args.recipe, session.dataset(args.dataset))
+    except PdebugError as exc:
+        print(f"pdebug-jupyter: {exc}", file=sys.stderr)
+        return 2
+    frame = comparison.to_frame()
+    if args.out:
+        frame.to_csv(args.out, index=False)
+    with _pandas_display():
+        print(frame.drop(columns=["old_release", "new_release"]).to_string(index=False))
+    print(f"{len(comparison.analyses)} analyses replayed on {args.dataset}; epsilon spent "
+          f"{comparison.epsilon:g}")
+    return 0
+
+
+def _pandas_display() -> Any:
+    import pandas as pd
+
+    return pd.option_context("display.width", 200, "display.max_colwidth", 40,
+                             "display.float_format", "{:.4g}".format)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pdebug-jupyter", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -250,6 +288,22 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     x.add_argument("--out", help="write here instead of standard output")
     x.set_defaults(run=_audit_export)
+    rp = sub.add_parser("report", help="a privacy report (HTML with charts, plus JSON) from "
+                        "the ledger: epsilon over time, releases, suppressions, grants, alerts")
+    rp.add_argument("--policy", required=True)
+    rp.add_argument("--dataset", help="only this dataset")
+    rp.add_argument("--user", help="only this user's releases, grants and alerts")
+    rp.add_argument("--out", default="report.html", help="the HTML file")
+    rp.add_argument("--json", help="the JSON file (default: next to --out)")
+    rp.set_defaults(run=_report)
+    ry = sub.add_parser("replay", help="ask a recipe's queries again of a dataset (charged) "
+                        "and print old and new results side by side")
+    ry.add_argument("recipe", help="a recipe JSON file (Session.export_recipe)")
+    ry.add_argument("--policy", required=True, help="starts a local service for this policy")
+    ry.add_argument("--dataset", required=True)
+    ry.add_argument("--purpose", default="pdebug-jupyter replay of a recipe")
+    ry.add_argument("--out", help="write the comparison here as CSV")
+    ry.set_defaults(run=_replay)
     return p
 
 
