@@ -54,7 +54,7 @@ def test_membership_differencing_wins_on_the_control_and_is_bounded_on_the_servi
           f"bound {bound:.3f}")
     assert not accuracy_exceeds(right, TRIALS, bound, alpha=1e-3)
     total = bench.target.spent("loans") + bench.target.spent("loans_minus") - spent
-    assert abs(total - EPS * TRIALS) < 1e-6  # every trial was a charged, fresh release
+    assert abs(total - EPS * TRIALS) < 1e-4  # every trial was a charged, fresh release
 
 
 def test_a_person_alone_in_a_cohort_is_read_off_the_control_but_suppressed_by_the_service(bench):
