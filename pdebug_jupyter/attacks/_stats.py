@@ -40,6 +40,11 @@ def epsilon_from_rates(fpr: float, fnr: float, delta: float = 0.0) -> float:
     """The smallest epsilon whose (eps, delta) region contains the test (fpr, fnr)."""
     if fpr > 1 - fnr:  # a test that is worse than chance, flipped
         fpr, fnr = 1 - fnr, 1 - fpr
+    return _region_epsilon(fpr, fnr, delta)
+
+
+def _region_epsilon(fpr: float, fnr: float, delta: float) -> float:
+    # swapping the two rates swaps the datasets' roles, which DP treats alike
     lo, hi = min(fpr, fnr), max(fpr, fnr)
     if hi >= 1 - delta - lo:
         return 0.0
@@ -54,8 +59,11 @@ def epsilon_lower_bound(false_pos: int, negatives: int, false_neg: int, positive
     test's errors on ``negatives`` samples of one dataset and ``positives`` of the other.
 
     Each error rate is replaced by its one-sided Clopper-Pearson upper limit at alpha / 2
-    (a union bound over the two rates).
+    (a union bound over the two rates). A test worse than chance is first replaced by its
+    complement (flipping upper limits instead would overstate epsilon).
     """
+    if false_pos / negatives > 1 - false_neg / positives:
+        false_pos, false_neg = negatives - false_pos, positives - false_neg
     fpr_hi = clopper_pearson(false_pos, negatives, alpha / 2)[1]
     fnr_hi = clopper_pearson(false_neg, positives, alpha / 2)[1]
-    return epsilon_from_rates(fpr_hi, fnr_hi, delta)
+    return _region_epsilon(fpr_hi, fnr_hi, delta)  # limits are never flipped
