@@ -129,11 +129,15 @@ class Comparison:
         and the two release ids."""
         frames = []
         for a in self.analyses:
-            new = summary(a.new).rename(columns={"value": "new"})
-            old = (summary(a.old).rename(columns={"value": "old"}) if a.old is not None
-                   else new[["metric", "subject"]].assign(old=np.nan))
-            both = old.merge(new, on=["metric", "subject"], how="outer", sort=False)
-            frames.append(both.assign(
+            new = summary(a.new).set_index(["metric", "subject"])["value"]
+            old = (summary(a.old).set_index(["metric", "subject"])["value"]
+                   if a.old is not None else pd.Series(np.nan, index=new.index))
+            keys = list(dict.fromkeys([*old.index, *new.index]))  # old order, new ones last
+            both = pd.DataFrame({"old": old.reindex(keys).to_numpy(),
+                                 "new": new.reindex(keys).to_numpy()},
+                                index=pd.MultiIndex.from_tuples(keys, names=["metric",
+                                                                             "subject"]))
+            frames.append(both.reset_index().assign(
                 analysis=a.title, kind=a.kind,
                 old_release=a.old.release_id if a.old is not None else None,
                 new_release=a.new.release_id))
