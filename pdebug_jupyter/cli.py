@@ -220,6 +220,60 @@ def _pandas_display() -> Any:
                              "display.float_format", "{:.4g}".format)
 
 
+def _attack(args: argparse.Namespace) -> int:
+    """The black-box attack suite as a user with a token; it spends budget, so it says how
+    much first and runs only with --yes or an --epsilon-budget that covers it."""
+    import os
+    from pathlib import Path
+
+    from .attacks import ServiceTarget, planned_spend, report_html, report_json, run_suite
+    from .client.local import LocalService
+
+    local = None
+    if args.url:
+        token = args.token or os.environ.get("PDEBUG_TOKEN", "")
+        if not token:
+            print("pdebug-jupyter: --url needs --token or $PDEBUG_TOKEN", file=sys.stderr)
+            return 2
+        target = ServiceTarget(args.url, token)
+    elif args.policy:
+        local = LocalService(args.policy)
+        target = ServiceTarget(local.url, local.token)
+    else:
+        print("pdebug-jupyter: give --policy FILE (a local service) or --url and --token",
+              file=sys.stderr)
+        return 2
+    try:
+        names = target.call("GET", "/datasets").body.get("datasets", [])
+        names = [d["name"] if isinstance(d, dict) else d for d in names]
+        dataset = args.dataset or (names[0] if names else "")
+        schema = target.schema(dataset)
+        if "columns" not in schema:
+            print(f"pdebug-jupyter: dataset {dataset!r}: {schema.get('error')}", file=sys.stderr)
+            return 2
+        cost = planned_spend(schema, args.epsilon)
+        print(f"the attack suite spends epsilon {cost:g} of your budget on {dataset!r} "
+              f"(releases of epsilon {args.epsilon:g}: one per query kind and one to repeat; "
+              "the rest are refusals and cached repeats, which are free)")
+        if not args.yes and (args.epsilon_budget is None or args.epsilon_budget < cost):
+            print("not run: pass --yes, or --epsilon-budget at least "
+                  f"{cost:g}", file=sys.stderr)
+            return 2
+        canaries = Path(args.canaries).read_text().splitlines() if args.canaries else []
+        findings = run_suite(target, dataset, args.epsilon, canaries)
+    finally:
+        if local is not None:
+            local.stop()
+    for f in findings:
+        print(f"{'held' if f.passed else 'FAILED'} {f.name}: {f.summary}")
+    if args.out:
+        text = (report_json(dataset, findings) if args.out.endswith(".json")
+                else report_html(dataset, findings))
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    return 0 if all(f.passed for f in findings) else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pdebug-jupyter", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -304,6 +358,20 @@ def parser() -> argparse.ArgumentParser:
     ry.add_argument("--purpose", default="pdebug-jupyter replay of a recipe")
     ry.add_argument("--out", help="write the comparison here as CSV")
     ry.set_defaults(run=_replay)
+    at = sub.add_parser("attack", help="run the black-box privacy attacks (averaging, "
+                        "precision, data-dependent bins, error channels, budget exposure) as "
+                        "a user and report; spends budget, see --yes")
+    at.add_argument("--policy", help="start a local service for this policy")
+    at.add_argument("--url", help="a deployment's API URL instead, e.g. .../api/v1")
+    at.add_argument("--token", help="the user's token (default $PDEBUG_TOKEN)")
+    at.add_argument("--dataset", help="default: the first dataset")
+    at.add_argument("--epsilon", type=float, default=0.1, help="per release (default 0.1)")
+    at.add_argument("--canaries", metavar="FILE", help="values no refusal may contain")
+    at.add_argument("--out", help="write the report here: .json for JSON, else HTML")
+    at.add_argument("--yes", action="store_true", help="spend the printed epsilon")
+    at.add_argument("--epsilon-budget", type=float,
+                    help="run only if the suite spends at most this much")
+    at.set_defaults(run=_attack)
     return p
 
 

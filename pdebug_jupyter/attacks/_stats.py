@@ -17,8 +17,8 @@ from scipy import stats
 
 def max_accuracy(epsilon: float, delta: float = 0.0) -> float:
     """Largest accuracy of any guess of a secret bit (prior 1/2) after an (eps, delta) release."""
-    e = math.exp(epsilon)
-    return min(1.0, (e + delta) / (1 + e))
+    tail = math.exp(-epsilon)  # (e^eps + delta) / (1 + e^eps), without overflow
+    return min(1.0, (1 + delta * tail) / (1 + tail))
 
 
 def clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
