@@ -270,13 +270,18 @@ def latency_gap(times: Mapping[str, list[float]]) -> tuple[float, float]:
     return max(medians) - min(medians), statistics.median(mads)
 
 
-def budget_exposure(target: ServiceTarget, dataset: str) -> Finding:
-    """What the user's whole remaining budget allows against one person's secret bit."""
+def budget_exposure(target: ServiceTarget, dataset: str, epsilon: float) -> Finding:
+    """What the user's budget allows against one person's secret bit: one release of
+    ``epsilon`` (differencing), and the whole budget (averaging, reconstruction: every
+    query composes)."""
     budget = target.call("GET", "/budget").body["datasets"][dataset]
     spent, remaining = float(budget["spent"]), float(budget["remaining"])
-    worst = max_accuracy(spent + remaining)
+    one, worst = max_accuracy(epsilon), max_accuracy(spent + remaining)
+    queries = int(remaining // epsilon) if epsilon > 0 else 0
     return Finding("budget_exposure", True,
-                   f"after spending its whole budget (epsilon {spent + remaining:g}) a user "
-                   f"guesses one person's secret bit right with probability at most {worst:.3f}"
-                   " (differencing, averaging and reconstruction included)",
-                   {"spent": spent, "remaining": remaining, "max_accuracy": worst})
+                   f"differencing with one release of epsilon {epsilon:g}: a secret bit is "
+                   f"guessed right with probability at most {one:.3f}; {queries} more such "
+                   f"queries fit the budget; after the whole budget (epsilon "
+                   f"{spent + remaining:g}) at most {worst:.3f}",
+                   {"spent": spent, "remaining": remaining, "per_release_max_accuracy": one,
+                    "queries_left": queries, "max_accuracy": worst})

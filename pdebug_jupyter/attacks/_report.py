@@ -36,7 +36,7 @@ def run_suite(target: ServiceTarget, dataset: str, epsilon: float,
              error_channels(target, dataset, schema, canaries)]
     found.append(averaging(target, dataset, schema, epsilon))
     found.append(precision(target, dataset, schema, epsilon))
-    found.append(budget_exposure(target, dataset))
+    found.append(budget_exposure(target, dataset, epsilon))
     return found
 
 
