@@ -26,6 +26,8 @@ import requests
 from playwright.sync_api import Locator, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from pdebug_jupyter.demo import TOUR_EPSILON, TOUR_RELEASES, WIDGET_EPSILON
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
@@ -33,6 +35,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
 ARTIFACTS = Path(os.environ.get("PDEBUG_ARTIFACTS", Path(__file__).parent / "artifacts"))
 TOKEN = "browser-test-jupyter-token-0001"
 EXPLORERS = ("calibration", "fairness", "drift", "cohorts")
+SPENT = TOUR_EPSILON + len(EXPLORERS) * WIDGET_EPSILON  # run all cells, then Run in each
 
 
 @dataclass
@@ -151,17 +154,17 @@ def test_widgets_draw_the_slider_is_free_and_nothing_leaks(lab: Lab) -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             open_tour(page, lab)
-            assert lab.releases() == 1  # the tour's histogram; widgets wait for a click
+            assert lab.releases() == TOUR_RELEASES  # the widgets wait for a click
 
             for view in EXPLORERS:
                 w = page.locator(f".pdebug-widget.pdebug-{view}")
-                assert "costs ε=0.2" in w.locator("button.pdebug-run").inner_text()
+                assert f"costs ε={WIDGET_EPSILON:g}" in w.locator("button.pdebug-run").inner_text()
                 click_run(page, view)
                 assert "released by" in w.locator(".pdebug-release").inner_text()
-                assert "ε 0.2 spent" in w.locator(".pdebug-spent-badge").inner_text()
+                assert f"ε {WIDGET_EPSILON:g} spent" in w.locator(".pdebug-spent-badge").inner_text()
                 w.screenshot(path=ARTIFACTS / f"widget-{view}.png")
-            assert lab.releases() == 5
-            assert lab.spent() == pytest.approx(0.2 + 4 * 0.2)
+            assert lab.releases() == TOUR_RELEASES + 4
+            assert lab.spent() == pytest.approx(SPENT)
 
             # the fairness slider and metric switch: redrawn in the browser, nothing asked
             fair = page.locator(".pdebug-widget.pdebug-fairness")
@@ -184,7 +187,7 @@ def test_widgets_draw_the_slider_is_free_and_nothing_leaks(lab: Lab) -> None:
             page.wait_for_timeout(300)
             assert "TPR" in chart.inner_html() and "selection rate" not in chart.inner_html()
             fair.screenshot(path=ARTIFACTS / "widget-fairness-slider.png")
-            assert lab.releases() == 5 and lab.spent() == pytest.approx(1.0)
+            assert lab.releases() == TOUR_RELEASES + 4 and lab.spent() == pytest.approx(SPENT)
             (ARTIFACTS / "slider-timings.json").write_text(json.dumps(timings))
 
             # the budget meter and the Privacy panel show what the ledger says
@@ -193,8 +196,9 @@ def test_widgets_draw_the_slider_is_free_and_nothing_leaks(lab: Lab) -> None:
             meter.locator("button.pdebug-refresh").click()
             row = meter.locator(".pdebug-budget-row[data-dataset='loans']")
             try:
-                page.wait_for_function("el => el.textContent.includes('ε 1 of')",
-                                       arg=row.element_handle(), timeout=30_000)
+                page.wait_for_function("([el, want]) => el.textContent.includes(want)",
+                                       arg=[row.element_handle(), f"ε {SPENT:g} of"],
+                                       timeout=30_000)
             except PlaywrightTimeout:
                 raise AssertionError(f"budget meter shows {row.inner_text()!r}") from None
             meter.screenshot(path=ARTIFACTS / "widget-budget.png")
@@ -213,10 +217,10 @@ def test_widgets_draw_the_slider_is_free_and_nothing_leaks(lab: Lab) -> None:
             recorded = [o["metadata"]["pdebug"]["release_id"]
                         for c in notebook["cells"] for o in c.get("outputs", [])
                         if "pdebug" in o.get("metadata", {})]
-            # each explorer's output records its release (the tour's histogram is shown as a
-            # frame, which records nothing)
+            # each explorer's output records its release (the tour's own releases show as
+            # frames and metrics, which record nothing)
             made = lab.ledger("SELECT release_id FROM releases ORDER BY created_at, rowid")
-            assert sorted(recorded) == sorted(str(r[0]) for r in made[1:])
+            assert sorted(recorded) == sorted(str(r[0]) for r in made[TOUR_RELEASES:])
             dom = page.content()
             leaked = [c for c in canaries(lab) if c in dom or c in saved]
             assert not leaked, leaked[:5]
