@@ -41,8 +41,9 @@ class PdebugProxy(Configurable):
 
     url = Unicode(help="Base URL of the pdebug service API, e.g. http://127.0.0.1:8765/api/v1 "
                   "(default: $PDEBUG_URL).").tag(config=True)
-    token = Unicode(help="The user's token for the pdebug service (default: $PDEBUG_TOKEN). It "
-                    "is sent to the service only, never to the browser.").tag(config=True)
+    token = Unicode(help="The user's token for the pdebug service (default: $PDEBUG_TOKEN, else "
+                    "$JUPYTERHUB_API_TOKEN on a hub). It is sent to the service only, never to "
+                    "the browser.").tag(config=True)
     timeout = Float(10.0, help="Seconds to wait for the service before the panel is told it "
                     "is unreachable.").tag(config=True)
 
@@ -52,7 +53,8 @@ class PdebugProxy(Configurable):
 
     @default("token")
     def _token_from_env(self) -> str:
-        return os.environ.get("PDEBUG_TOKEN", "")
+        # on a hub, the single-user server's own token carries the user's pdebug scopes
+        return os.environ.get("PDEBUG_TOKEN") or os.environ.get("JUPYTERHUB_API_TOKEN", "")
 
     @property
     def configured(self) -> bool:
