@@ -291,3 +291,13 @@ def test_the_lab_page_loads_the_panel_extension(jupyter: dict[str, JupyterServer
     assert panel["extension"] and panel["style"]
     entry = server.get(f"/lab/extensions/pdebug-jupyter/{panel['load']}")
     assert entry.status_code == 200 and "pdebug-jupyter" in entry.text
+
+
+def test_on_a_hub_the_proxy_uses_the_servers_hub_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PDEBUG_TOKEN", raising=False)
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "hub-issued-token-with-pdebug-scopes")
+    monkeypatch.setenv("PDEBUG_URL", "http://127.0.0.1:9/services/pdebug/api/v1")
+    proxy = PdebugProxy()
+    assert proxy.token == "hub-issued-token-with-pdebug-scopes" and proxy.configured
+    monkeypatch.setenv("PDEBUG_TOKEN", "an-explicit-pdebug-token-0001")
+    assert PdebugProxy().token == "an-explicit-pdebug-token-0001"
