@@ -363,10 +363,11 @@ def bench(rows: int, kinds: list[Kind], repeat: int, peer_repeat: int,
     data = directory / "loans.parquet"
     service, start = bench_service(rows, directory, kinds, repeat)
     # Fairlearn and Evidently take ~40 s and ~12 s a run at 1M rows, ten times that at 10M
-    peer_runs = max(1, min(peer_repeat, 3_000_000 // rows))
-    peers, load = bench_peers(data, kinds, peer_repeat, peer_runs)
+    peer_runs = max(1, min(peer_repeat, 3_000_000 // rows)) if peer_repeat else 0
+    peers, load = (bench_peers(data, kinds, peer_repeat, peer_runs) if peer_repeat else
+                   ({k.name: {"pandas": [], "peer": []} for k in kinds}, float("nan")))
     ev: dict[str, Any] = {"error": "not requested (--no-evidently)"}
-    if evidently_python and any(k.name == "drift" for k in kinds):
+    if peer_repeat and evidently_python and any(k.name == "drift" for k in kinds):
         log(f"  Evidently: {peer_runs} run(s) in {evidently_python}")
         ev = evidently(evidently_python, data, peer_runs)
     return {"rows": rows, "repeat": repeat, "peer_repeat": peer_repeat, "peer_runs": peer_runs,
@@ -554,7 +555,8 @@ def main() -> None:
     p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     p.add_argument("--repeat", type=int, default=11,
                    help="interleaved service/raw runs (halved, at least 5, above 2M rows)")
-    p.add_argument("--peer-repeat", type=int, default=3, help="pandas and Fairlearn runs")
+    p.add_argument("--peer-repeat", type=int, default=3,
+                   help="pandas and Fairlearn runs; 0 skips the peers (and Evidently)")
     p.add_argument("--kinds", nargs="+", choices=[k.name for k in KINDS],
                    default=[k.name for k in KINDS])
     p.add_argument("--evidently-python", default=EVIDENTLY_PYTHON,
