@@ -5,6 +5,8 @@ Both are post-processing of the one release: any threshold on a bin edge costs n
 
 from __future__ import annotations
 
+from typing import Any
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -43,16 +45,17 @@ def rates_data(release: ConfusionRelease, threshold: float | None = None) -> pd.
     return rates.assign(cells=[_cells_note(release, int(h)) for h in rates["suppressed"]])
 
 
-def rates_chart(release: ConfusionRelease, threshold: float = 0.5) -> alt.LayerChart:
-    """Selection rate, TPR, FPR and precision side by side for each group at ``threshold``,
-    whiskers their intervals; groups missing suppressed cells get a hollow point."""
-    data = rates_data(release, threshold)
+def _rate_layers(data: pd.DataFrame, *, where: str | None = None,
+                 tooltip: list[Any] | None = None) -> alt.LayerChart:
+    """Each group's rates as points with interval whiskers (``rates_data`` rows), optionally
+    filtered in the browser by a Vega expression ``where``."""
     groups = list(dict.fromkeys(data["group"]))
     label = " : ".join(f"datum.label == '{k}' ? '{v}'" for k, v in _RATE_TITLES.items())
     x = alt.X("rate:N", sort=list(fairness.RATES), title=None,
               axis=alt.Axis(labelExpr=f"{label} : datum.label", labelAngle=0))
-    base = alt.Chart().encode(x=x, xOffset=alt.XOffset("group:N", sort=groups),
-                              color=alt.Color("group:N", sort=groups, title="group"))
+    base = alt.Chart() if where is None else alt.Chart().transform_filter(where)
+    base = base.encode(x=x, xOffset=alt.XOffset("group:N", sort=groups),
+                       color=alt.Color("group:N", sort=groups, title="group"))
     y_scale = alt.Scale(domain=[0, 1])
     whiskers = base.mark_rule(strokeWidth=1.5).encode(
         y=alt.Y("low:Q", title="rate", scale=y_scale), y2="high:Q")
@@ -60,11 +63,18 @@ def rates_chart(release: ConfusionRelease, threshold: float = 0.5) -> alt.LayerC
         y=alt.Y("value:Q", title="rate", scale=y_scale),
         shape=alt.Shape("cells:N", title=None, sort="descending",
                         legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=0)),
-        tooltip=["group:N", "rate:N", alt.Tooltip("value:Q", format=".3f"),
+        tooltip=["group:N", "rate:N", *(tooltip or []), alt.Tooltip("value:Q", format=".3f"),
                  alt.Tooltip("low:Q", format=".3f"), alt.Tooltip("high:Q", format=".3f"),
                  alt.Tooltip("count:Q", title="noisy count", format=".0f"),
                  alt.Tooltip("suppressed:Q", title="suppressed cells"), alt.Tooltip("cells:N")])
-    layered = alt.LayerChart(layer=[whiskers, points], data=inline(data))
+    return alt.LayerChart(layer=[whiskers, points], data=inline(data))
+
+
+def rates_chart(release: ConfusionRelease, threshold: float = 0.5) -> alt.LayerChart:
+    """Selection rate, TPR, FPR and precision side by side for each group at ``threshold``,
+    whiskers their intervals; groups missing suppressed cells get a hollow point."""
+    data = rates_data(release, threshold)
+    layered = _rate_layers(data)
     gap = release.demographic_parity_difference(threshold)
     low, high = release.interval("demographic_parity_difference", threshold)
     title = (f"Rates at threshold {threshold:g} · demographic parity difference {gap:.3f}, "
@@ -80,27 +90,9 @@ def sweep_chart(release: ConfusionRelease, threshold: float = 0.5) -> alt.LayerC
     start = release.thresholds[fairness.edge_index(release.cube.edges, threshold)]
     at = alt.param(name="threshold", value=start)
     shown = alt.param(name="rates", value=RATE_SETS["all rates"])
-    groups = list(dict.fromkeys(data["group"]))
-    label = " : ".join(f"datum.label == '{k}' ? '{v}'" for k, v in _RATE_TITLES.items())
-    x = alt.X("rate:N", sort=list(fairness.RATES), title=None,
-              axis=alt.Axis(labelExpr=f"{label} : datum.label", labelAngle=0))
-    base = alt.Chart().transform_filter(
-        "datum.threshold == threshold && indexof(split(rates, ','), datum.rate) >= 0"
-    ).encode(x=x, xOffset=alt.XOffset("group:N", sort=groups),
-             color=alt.Color("group:N", sort=groups, title="group"))
-    y_scale = alt.Scale(domain=[0, 1])
-    whiskers = base.mark_rule(strokeWidth=1.5).encode(
-        y=alt.Y("low:Q", title="rate", scale=y_scale), y2="high:Q")
-    points = base.mark_point(size=80, filled=True).encode(
-        y=alt.Y("value:Q", title="rate", scale=y_scale),
-        shape=alt.Shape("cells:N", title=None, sort="descending",
-                        legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=0)),
-        tooltip=["group:N", "rate:N", alt.Tooltip("threshold:Q", format="g"),
-                 alt.Tooltip("value:Q", format=".3f"), alt.Tooltip("low:Q", format=".3f"),
-                 alt.Tooltip("high:Q", format=".3f"),
-                 alt.Tooltip("count:Q", title="noisy count", format=".0f"),
-                 alt.Tooltip("suppressed:Q", title="suppressed cells"), alt.Tooltip("cells:N")])
-    layered = alt.LayerChart(layer=[whiskers, points], data=inline(data)).add_params(at, shown)
+    layered = _rate_layers(
+        data, where="datum.threshold == threshold && indexof(split(rates, ','), datum.rate) >= 0",
+        tooltip=[alt.Tooltip("threshold:Q", format="g")]).add_params(at, shown)
     return titled(layered, release, "Rates per group at the chosen threshold", [INTERVAL_NOTE])
 
 
