@@ -57,6 +57,11 @@ def _bins(dim: Any) -> int | None:
     return None if isinstance(dim, str) else len(dim["bins"]) - 1
 
 
+def _score_query(params: dict[str, Any]) -> dict[str, Any]:
+    """Calibration and confusion take the same picks: score, label, by and bins."""
+    return {k: params.get(k) for k in ("score", "label", "by", "bins")}
+
+
 def _first(options: list[str]) -> str | None:
     return options[0] if options else None
 
@@ -76,7 +81,7 @@ class CalibrationExplorer(Explorer):
                 select("bins", "bins", BINS, 10)]
 
     def _query(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {k: params.get(k) for k in ("score", "label", "by", "bins")}
+        return _score_query(params)
 
     @classmethod
     def _params_of(cls, release: Release) -> dict[str, Any]:
@@ -116,7 +121,7 @@ class FairnessExplorer(Explorer):
                 select("bins", "bins", BINS, 10)]
 
     def _query(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {k: params.get(k) for k in ("score", "label", "by", "bins")}
+        return _score_query(params)
 
     @classmethod
     def _params_of(cls, release: Release) -> dict[str, Any]:
