@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ from conftest import ALICE, TOKENS, ServiceProcess, policy_copy
 
 import pdebug_jupyter as pdj
 from pdebug_jupyter.client.local import LocalService
+from pdebug_jupyter.client.transport import Transport
 
 
 def test_local_session_releases_histograms_and_stops_its_service(loans: Any,
@@ -100,3 +104,38 @@ def test_the_local_service_exits_when_its_parent_goes_away(loans: Any, tmp_path:
     local.process.stdin.close()  # what the kernel's death looks like to the child
     assert local.process.wait(timeout=30) == 0
     local.stop()
+
+
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    seen: list[tuple[str, str | None]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+        self.seen.append((self.path, self.headers.get("Authorization")))
+        body = json.dumps({"status": "ok"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+def test_the_client_reads_proxy_settings_from_the_environment_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment is read when the client is made (not on every request, which cost
+    1-5 ms each), and it still counts: a proxy set there carries the request."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        transport = Transport("http://pdebug.invalid/api/v1", "tok", None, timeout=10)
+        monkeypatch.delenv("HTTP_PROXY")
+        assert transport.request("GET", "/health") == {"status": "ok"}
+        assert _Proxy.seen == [("http://pdebug.invalid/api/v1/health", "token tok")]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -95,11 +95,31 @@ def plan_noise(query: Query, max_rows_per_unit: int) -> tuple[tuple[Noise, ...],
     return tuple(out)
 
 
+class CubeGeometric(Geometric):  # type: ignore[misc]
+    """diffprivlib's ``Geometric`` over a whole cube at once.
+
+    ``randomise`` checks every parameter and runs a dozen numpy scalar operations per value,
+    about 25 us each: 4-8 ms for a 165-cell calibration cube, a fifth of a release at 1M
+    rows. This applies the same formula, on the same generator (``secrets.SystemRandom``
+    unless a test seeds it), to the whole array after checking the parameters once: value for
+    value the output is what ``randomise`` returns for the same draws, which
+    ``tests/test_privacy.py`` checks against diffprivlib itself.
+    """
+
+    def randomise_cube(self, values: np.ndarray) -> np.ndarray:
+        flat = np.asarray(values, dtype=np.int64).ravel()
+        self._check_all(0)
+        unif = np.fromiter((self._rng.random() for _ in range(flat.size)), float, flat.size)
+        unif -= 0.5  # as in Geometric.randomise: the zero is shared by both signs
+        unif *= 1 + np.exp(self._scale)
+        sgn = np.where(unif < 0, -1, 1)
+        noisy: np.ndarray = np.round(flat + sgn * np.floor(np.log(sgn * unif) / self._scale))
+        return noisy.astype(np.int64).reshape(np.shape(values))
+
+
 def geometric_noise(values: np.ndarray, epsilon: float, sensitivity: int) -> np.ndarray:
     """Each integer cell plus independent two-sided geometric noise; integers in, integers out."""
-    mech = Geometric(epsilon=epsilon, sensitivity=sensitivity)
-    flat = [mech.randomise(int(v)) for v in np.asarray(values, dtype=np.int64).ravel()]
-    return np.asarray(flat, dtype=np.int64).reshape(np.shape(values))
+    return CubeGeometric(epsilon=epsilon, sensitivity=sensitivity).randomise_cube(values)
 
 
 def release_cube(true: np.ndarray, cube: Cube, noise: tuple[Noise, ...],
