@@ -52,7 +52,6 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
-import requests
 from bench_core import TOKEN, dataset  # same data and token as the core benchmark
 from fairlearn.metrics import (
     MetricFrame,
@@ -63,6 +62,7 @@ from fairlearn.metrics import (
 
 import pdebug_jupyter  # noqa: F401 (registers the typed releases: calibration, drift, ...)
 from pdebug_jupyter.client.local import _readline
+from pdebug_jupyter.client.transport import Transport
 from pdebug_jupyter.client.release import Release
 from pdebug_jupyter.engine import Engine
 from pdebug_jupyter.policy import load_policy
@@ -289,13 +289,11 @@ def bench_service(rows: int, directory: Path, kinds: list[Kind], repeat: int
     url = json.loads(_readline(proc.stdout, 600))["url"]
     start = time.perf_counter() - t
     engine = Engine(policy)  # the service's engine, in this process, for the SQL alone
-    http = requests.Session()
-    http.headers["Authorization"] = f"token {TOKEN}"
+    http = Transport(url, TOKEN, None)  # the client a kernel uses
 
     def release(kind: Kind, eps: float) -> dict[str, Any]:
-        r = http.post(f"{url}/datasets/loans/query", json={**kind.body, "epsilon": eps})
-        r.raise_for_status()
-        body = dict(r.json())
+        body = dict(http.request("POST", "/datasets/loans/query",
+                                 {**kind.body, "epsilon": eps}))
         assert body["cached"] is False, "a fresh release was answered from the cache"
         return body
 
