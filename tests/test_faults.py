@@ -21,12 +21,10 @@ import itertools
 import json
 import os
 import random
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from typing import Any
 import pytest
 import requests
 from conftest import ALICE, AUDREY, OLIVIA, TOKENS, ServiceProcess, policy_copy
+from ledger_invariants import LedgerState, ledger_state
 
 CAP = 1.0  # epsilon per user; the load spends a little of it, the last phase drains it
 USERS = {ALICE: "alice", OLIVIA: "olivia"}
@@ -129,49 +128,13 @@ def restart(svc: ServiceProcess) -> None:
     assert "Traceback" not in log and " ERROR " not in log, log
 
 
-def ledger_state(path: Path) -> dict[str, Any]:
-    """The ledger read directly: releases, charges and audit rows must agree one to one."""
-    db = sqlite3.connect(path)
-    db.row_factory = sqlite3.Row
-    try:
-        releases = db.execute("SELECT * FROM releases").fetchall()
-        charges = db.execute("SELECT * FROM charges ORDER BY id").fetchall()
-        audit = db.execute("SELECT * FROM audit ORDER BY seq").fetchall()
-    finally:
-        db.close()
-    stored = sorted((r["release_id"], r["user"], r["epsilon"]) for r in releases)
-    charged = sorted((c["release_id"], c["user"], c["epsilon"]) for c in charges)
-    released = sorted((a["detail"], a["user"], a["epsilon"]) for a in audit
-                      if a["action"] == "query" and a["outcome"] == "released")
-    assert charged == stored  # every release charged exactly once, nothing else charged
-    assert released == stored  # and audited exactly once
-    assert [a["seq"] for a in audit] == list(range(1, len(audit) + 1))
-    ids = {r["release_id"] for r in releases}
-    for a in audit:
-        if a["outcome"] != "released":
-            assert a["epsilon"] == 0.0, dict(a)  # refusals and cache hits spend nothing
-        if a["outcome"] == "cached":
-            assert a["detail"] in ids
-    for r in releases:  # the cached payload is the release it is filed under
-        payload = json.loads(r["payload"])
-        assert (payload["release_id"], payload["epsilon"]) == (r["release_id"], r["epsilon"])
-    spent: dict[str, float] = defaultdict(float)
-    for c in charges:
-        spent[c["user"]] += c["epsilon"]
-    by_epsilon: dict[float, list[str]] = defaultdict(list)
-    for r in releases:
-        by_epsilon[r["epsilon"]].append(r["release_id"])
-    return {"spent": spent, "by_epsilon": by_epsilon, "charges": len(charges),
-            "audit": len(audit)}
-
-
-def check_consistent(svc: ServiceProcess, ledger: Path) -> dict[str, Any]:
+def check_consistent(svc: ServiceProcess, ledger: Path) -> LedgerState:
     state = ledger_state(ledger)
     verify = svc.call("GET", "/audit/verify", AUDREY).json()
-    assert verify == {"ok": True, "rows": state["audit"], "first_bad_seq": None}
+    assert verify == {"ok": True, "rows": state.audit, "first_bad_seq": None}
     for token, user in USERS.items():
-        assert svc.spent(token) == pytest.approx(state["spent"][user], abs=1e-9)
-        assert state["spent"][user] <= CAP + 1e-9
+        assert svc.spent(token) == pytest.approx(state.spent.get(user, 0.0), abs=1e-9)
+        assert state.spent.get(user, 0.0) <= CAP + 1e-9
     return state
 
 
@@ -186,12 +149,12 @@ def check_calls(svc: ServiceProcess, ledger: Path, calls: list[Call]) -> tuple[i
         assert again.json()["cached"] is True
         assert release_view(again.json()) == release_view(c.reply)
     # repeats of received releases spent nothing
-    assert check_consistent(svc, ledger)["charges"] == before["charges"]
+    assert check_consistent(svc, ledger).charges == before.charges
     stored = absent = 0
     for c in calls:
         if c.status is not None:
             continue
-        found = before["by_epsilon"].get(c.body["epsilon"], [])
+        found = before.by_epsilon.get(c.body["epsilon"], [])
         assert len(found) <= 1
         again = svc.query(c.body, c.token)
         assert again.status_code == 200, again.text
@@ -248,13 +211,13 @@ def test_sigkill_mid_load_leaves_the_ledger_consistent_and_the_service_restartab
                 assert c.status == 403 and c.reply is not None
                 assert c.reply["error"]["code"] == "budget_exceeded"
                 # refused only when it did not fit: spend never goes down
-                assert state["spent"][user] + c.body["epsilon"] > CAP - 1e-9
+                assert state.spent[user] + c.body["epsilon"] > CAP - 1e-9
         cli = subprocess.run(
             [sys.executable, "-m", "pdebug_jupyter", "audit", "verify", "--policy",
              str(svc.policy)], capture_output=True, text=True, timeout=120,
             env={**os.environ, **TOKENS})
         assert cli.returncode == 0, cli.stdout + cli.stderr
-        assert cli.stdout.startswith(f"ok: {state['audit']} audit row(s) checked")
+        assert cli.stdout.startswith(f"ok: {state.audit} audit row(s) checked")
     finally:
         if svc.process.poll() is None:
             assert svc.stop() == 0
