@@ -1,0 +1,196 @@
+"""Load benchmark: latency percentiles and throughput of many concurrent clients.
+
+One real service process over the core benchmark's synthetic loans (the same Parquet file as
+bench_core.py, with a policy and ledger of its own under benchmarks/data/load-<rows>/, so a
+run never touches another benchmark's ledger). Clients are threads in this process, each with
+its own :class:`~pdebug_jupyter.client.transport.Transport` (the client a kernel uses) and a
+closed loop: send, wait for the answer, send the next. All clients start together at a
+barrier. Mixes:
+
+* ``cached``: repeats of releases made beforehand (the cache: a lookup and an audit row),
+* ``fresh``: new releases (a new epsilon each, so never cached: query, noise, one fsync'd
+  ledger transaction),
+* ``mixed``: 80% cached, 20% fresh.
+
+Four query shapes (histogram age x sex, histogram income x region, calibration by sex,
+confusion by sex), chosen at random; clients are spread over five users. Reported per mix and
+client count: p50/p95/p99 latency of every request, throughput (requests over the wall time
+from the barrier to the last answer), errors, and the load average (``uptime``) before and
+after. The clients share the machine with the service, so this measures the pair.
+
+Run: ``python benchmarks/bench_load.py [--rows 1000000] [--clients 1 50]
+[--requests cached=20 fresh=4 mixed=10]`` (requests per client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+from bench_core import HERE, dataset  # the core benchmark's data
+
+from pdebug_jupyter.client.local import _readline
+from pdebug_jupyter.client.transport import Transport
+
+USERS = {f"load-bench-token-{i}-00000000": f"bench{i}" for i in range(5)}
+SHAPES: tuple[dict[str, Any], ...] = (
+    {"kind": "histogram", "column": "age", "by": "sex"},
+    {"kind": "histogram", "column": "income", "by": "region"},
+    {"kind": "calibration", "by": "sex"},
+    {"kind": "confusion", "by": "sex"},
+)
+CACHED_POOL = 3  # epsilons per shape released beforehand: 12 cached releases to repeat
+FRESH_SHARE = {"cached": 0.0, "fresh": 1.0, "mixed": 0.2}
+
+
+def policy(rows: int) -> Path:
+    """A policy of our own over the core benchmark's Parquet file, with a fresh ledger."""
+    source = HERE / "data" / f"loans-{rows}" / "loans.parquet"
+    if not source.exists():
+        dataset(rows)  # generates it (and clears that directory's ledger, unused yet)
+    directory = HERE / "data" / f"load-{rows}"
+    directory.mkdir(parents=True, exist_ok=True)
+    for f in directory.glob("ledger.sqlite*"):
+        f.unlink()
+    text = (source.parent / "policy.toml").read_text()
+    text = text.replace('source = "loans.parquet"', f'source = "{source}"')
+    text += "".join(f'\n[[users]]\nname = "{name}"\nrole = "analyst"\ntoken = "{token}"\n'
+                    for token, name in USERS.items())
+    path = directory / "policy.toml"
+    path.write_text(text)
+    return path
+
+
+def uptime() -> str:
+    return subprocess.run(["/usr/bin/uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+class Run:
+    """One mix at one client count: every client's latencies and the wall time."""
+
+    def __init__(self, url: str, clients: int, requests: int, fresh_share: float,
+                 epsilons: itertools.count[int]) -> None:
+        self.url, self.clients, self.requests = url, clients, requests
+        self.fresh_share, self.epsilons = fresh_share, epsilons
+        self.lock = threading.Lock()
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+        self.fresh = self.cached = 0
+        self.barrier = threading.Barrier(clients + 1)
+
+    def body(self, rng: random.Random) -> dict[str, Any]:
+        shape = rng.choice(SHAPES)
+        if rng.random() < self.fresh_share:
+            with self.lock:
+                n = next(self.epsilons)
+            return {**shape, "epsilon": 1.0 + n / 1_000_000}
+        return {**shape, "epsilon": 0.5 + rng.randrange(CACHED_POOL) / 10}
+
+    def client(self, i: int) -> None:
+        rng = random.Random(i)
+        http = Transport(self.url, list(USERS)[i % len(USERS)], None)
+        http.request("GET", "/me")  # the connection is set up before the clock starts
+        bodies = [self.body(rng) for _ in range(self.requests)]
+        mine, fresh, cached = [], 0, 0
+        self.barrier.wait()
+        for body in bodies:
+            t = time.perf_counter()
+            try:
+                reply = http.request("POST", "/datasets/loans/query", body)
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                with self.lock:
+                    self.errors.append(repr(exc))
+                continue
+            mine.append((time.perf_counter() - t) * 1000)
+            fresh, cached = fresh + (not reply["cached"]), cached + bool(reply["cached"])
+        with self.lock:
+            self.latencies += mine
+            self.fresh, self.cached = self.fresh + fresh, self.cached + cached
+        http.close()
+
+    def measure(self) -> dict[str, Any]:
+        threads = [threading.Thread(target=self.client, args=(i,)) for i in range(self.clients)]
+        for t in threads:
+            t.start()
+        before = load_average()
+        self.barrier.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        p50, p95, p99 = np.percentile(self.latencies, [50, 95, 99])
+        return {"clients": self.clients, "requests": len(self.latencies), "fresh": self.fresh,
+                "cached": self.cached, "errors": len(self.errors), "p50_ms": p50,
+                "p95_ms": p95, "p99_ms": p99, "throughput_rps": len(self.latencies) / wall,
+                "wall_s": wall, "load_before": before, "load_after": load_average(),
+                "first_errors": self.errors[:3]}
+
+
+def bench(rows: int, clients: list[int], requests: dict[str, int]) -> list[dict[str, Any]]:
+    path = policy(rows)
+    proc = subprocess.Popen([sys.executable, "-m", "pdebug_jupyter", "serve", "--policy",
+                             str(path), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    url = json.loads(_readline(proc.stdout, 600))["url"]
+    results = []
+    try:
+        warm = Transport(url, next(iter(USERS)), None)
+        for shape in SHAPES:  # the cached pool, and every kind's first-use costs
+            for k in range(CACHED_POOL):
+                warm.request("POST", "/datasets/loans/query", {**shape, "epsilon": 0.5 + k / 10})
+        epsilons = itertools.count()
+        for mix, share in FRESH_SHARE.items():
+            for n in clients:
+                result = Run(url, n, requests[mix], share, epsilons).measure()
+                results.append({"rows": rows, "mix": mix, **result})
+                print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 50])
+    p.add_argument("--requests", nargs="+", default=["cached=20", "fresh=4", "mixed=10"],
+                   help="requests per client for each mix, as MIX=N")
+    args = p.parse_args()
+    requests = {mix: int(n) for mix, n in (r.split("=") for r in args.requests)}
+    print(f"before: {uptime()}")
+    results = bench(args.rows, args.clients, requests)
+    print(f"after: {uptime()}")
+    print(f"machine: {os.cpu_count()} cores, {platform.python_implementation()} "
+          f"{platform.python_version()}, duckdb {duckdb.__version__}, {args.rows:,} rows")
+    print()
+    print("| mix | clients | requests (fresh / cached) | errors | p50 ms | p95 ms | p99 ms "
+          "| throughput req/s | load average before -> after |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for r in results:
+        print(f"| {r['mix']} | {r['clients']} | {r['requests']} ({r['fresh']} / {r['cached']}) "
+              f"| {r['errors']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} "
+              f"| {r['throughput_rps']:.1f} | {r['load_before']} -> {r['load_after']} |")
+
+
+if __name__ == "__main__":
+    main()
