@@ -9,7 +9,7 @@ datasets; :func:`reconstruct` is Dinur-Nissim's linear-programming reconstructio
 
 from __future__ import annotations
 
-from ._audit import AuditResult, audit, touched
+from ._audit import AuditResult, audit, measures, touched
 from ._probes import (
     Finding,
     averaging,
@@ -38,7 +38,7 @@ from ._targets import Answer, ExactTarget, ServiceTarget, Target, cell_value
 
 __all__ = [
     "Answer", "AuditResult", "ExactTarget", "Finding", "Reconstruction", "ServiceTarget",
-    "Target", "accuracy_exceeds", "audit", "averaging", "budget_exposure", "cell_value",
+    "Target", "accuracy_exceeds", "audit", "measures", "averaging", "budget_exposure", "cell_value",
     "clopper_pearson", "cohort_queries", "data_dependent_bins", "data_dependent_bodies",
     "epsilon_from_rates", "epsilon_lower_bound", "equivalent_bodies", "error_channels",
     "latency_gap", "max_accuracy", "non_integer_cells", "planned_spend", "precision",
