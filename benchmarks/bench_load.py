@@ -16,10 +16,11 @@ Four query shapes (histogram age x sex, histogram income x region, calibration b
 confusion by sex), chosen at random; clients are spread over five users. Reported per mix and
 client count: p50/p95/p99 latency of every request, throughput (requests over the wall time
 from the barrier to the last answer), errors, and the load average (``uptime``) before and
-after. The clients share the machine with the service, so this measures the pair.
+after, and the service process's CPU time over the wall time (1.0 = one core busy). The
+clients share the machine with the service, so this measures the pair.
 
 Run: ``python benchmarks/bench_load.py [--rows 1000000] [--clients 1 50]
-[--requests cached=20 fresh=4 mixed=10]`` (requests per client).
+[--requests cached=1000 fresh=200 mixed=500]`` (requests per run, split over the clients).
 """
 
 from __future__ import annotations
@@ -82,17 +83,26 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentiles(values: list[float]) -> list[float]:
+    return [float(v) for v in np.percentile(values, [50, 95, 99])] if values else [np.nan] * 3
+
+
 class Run:
     """One mix at one client count: every client's latencies and the wall time."""
 
     def __init__(self, url: str, clients: int, requests: int, fresh_share: float,
-                 epsilons: itertools.count[int]) -> None:
-        self.url, self.clients, self.requests = url, clients, requests
-        self.fresh_share, self.epsilons = fresh_share, epsilons
+                 epsilons: itertools.count[int], service_pid: int) -> None:
+        self.url, self.clients, self.requests = url, clients, requests // clients
+        self.fresh_share, self.epsilons, self.pid = fresh_share, epsilons, service_pid
         self.lock = threading.Lock()
-        self.latencies: list[float] = []
+        self.latencies: dict[bool, list[float]] = {True: [], False: []}  # by "cached"
         self.errors: list[str] = []
-        self.fresh = self.cached = 0
         self.barrier = threading.Barrier(clients + 1)
 
     def body(self, rng: random.Random) -> dict[str, Any]:
@@ -108,7 +118,7 @@ class Run:
         http = Transport(self.url, list(USERS)[i % len(USERS)], None)
         http.request("GET", "/me")  # the connection is set up before the clock starts
         bodies = [self.body(rng) for _ in range(self.requests)]
-        mine, fresh, cached = [], 0, 0
+        mine: dict[bool, list[float]] = {True: [], False: []}
         self.barrier.wait()
         for body in bodies:
             t = time.perf_counter()
@@ -118,29 +128,33 @@ class Run:
                 with self.lock:
                     self.errors.append(repr(exc))
                 continue
-            mine.append((time.perf_counter() - t) * 1000)
-            fresh, cached = fresh + (not reply["cached"]), cached + bool(reply["cached"])
+            mine[bool(reply["cached"])].append((time.perf_counter() - t) * 1000)
         with self.lock:
-            self.latencies += mine
-            self.fresh, self.cached = self.fresh + fresh, self.cached + cached
+            for cached, ms in mine.items():
+                self.latencies[cached] += ms
         http.close()
 
     def measure(self) -> dict[str, Any]:
         threads = [threading.Thread(target=self.client, args=(i,)) for i in range(self.clients)]
         for t in threads:
             t.start()
-        before = load_average()
+        before, cpu = load_average(), cpu_seconds(self.pid)
         self.barrier.wait()
         t0 = time.perf_counter()
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-        p50, p95, p99 = np.percentile(self.latencies, [50, 95, 99])
-        return {"clients": self.clients, "requests": len(self.latencies), "fresh": self.fresh,
-                "cached": self.cached, "errors": len(self.errors), "p50_ms": p50,
-                "p95_ms": p95, "p99_ms": p99, "throughput_rps": len(self.latencies) / wall,
-                "wall_s": wall, "load_before": before, "load_after": load_average(),
-                "first_errors": self.errors[:3]}
+        cpu = cpu_seconds(self.pid) - cpu
+        every = self.latencies[True] + self.latencies[False]
+        p50, p95, p99 = percentiles(every)
+        return {"clients": self.clients, "requests": len(every),
+                "fresh": len(self.latencies[False]), "cached": len(self.latencies[True]),
+                "errors": len(self.errors), "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
+                "cached_p50_ms": percentiles(self.latencies[True])[0],
+                "fresh_p50_ms": percentiles(self.latencies[False])[0],
+                "throughput_rps": len(every) / wall, "wall_s": wall,
+                "service_cpu": cpu / wall, "load_before": before,
+                "load_after": load_average(), "first_errors": self.errors[:3]}
 
 
 def bench(rows: int, clients: list[int], requests: dict[str, int]) -> list[dict[str, Any]]:
@@ -159,7 +173,7 @@ def bench(rows: int, clients: list[int], requests: dict[str, int]) -> list[dict[
         epsilons = itertools.count()
         for mix, share in FRESH_SHARE.items():
             for n in clients:
-                result = Run(url, n, requests[mix], share, epsilons).measure()
+                result = Run(url, n, requests[mix], share, epsilons, proc.pid).measure()
                 results.append({"rows": rows, "mix": mix, **result})
                 print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     finally:
@@ -168,13 +182,17 @@ def bench(rows: int, clients: list[int], requests: dict[str, int]) -> list[dict[
     return results
 
 
+def ms(value: float) -> str:
+    return "-" if np.isnan(value) else f"{value:.1f}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--clients", type=int, nargs="+", default=[1, 50])
-    p.add_argument("--requests", nargs="+", default=["cached=20", "fresh=4", "mixed=10"],
-                   help="requests per client for each mix, as MIX=N")
+    p.add_argument("--requests", nargs="+", default=["cached=1000", "fresh=200", "mixed=500"],
+                   help="requests per run for each mix, as MIX=N (split over the clients)")
     args = p.parse_args()
     requests = {mix: int(n) for mix, n in (r.split("=") for r in args.requests)}
     print(f"before: {uptime()}")
@@ -184,12 +202,15 @@ def main() -> None:
           f"{platform.python_version()}, duckdb {duckdb.__version__}, {args.rows:,} rows")
     print()
     print("| mix | clients | requests (fresh / cached) | errors | p50 ms | p95 ms | p99 ms "
-          "| throughput req/s | load average before -> after |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+          "| p50 ms cached / fresh | throughput req/s | service CPU | load average before -> "
+          "after |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
         print(f"| {r['mix']} | {r['clients']} | {r['requests']} ({r['fresh']} / {r['cached']}) "
               f"| {r['errors']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} "
-              f"| {r['throughput_rps']:.1f} | {r['load_before']} -> {r['load_after']} |")
+              f"| {ms(r['cached_p50_ms'])} / {ms(r['fresh_p50_ms'])} "
+              f"| {r['throughput_rps']:.1f} | {r['service_cpu']:.2f} "
+              f"| {r['load_before']} -> {r['load_after']} |")
 
 
 if __name__ == "__main__":
