@@ -53,6 +53,22 @@ import duckdb
 import numpy as np
 import pandas as pd
 from bench_core import TOKEN, dataset  # same data and token as the core benchmark
+from cubes import (  # the hand-written SQL and pandas cubes, shared with bench_peers.py
+    AGE,
+    DRIFT_COLUMNS,
+    IN_WINDOWS,
+    INCOME,
+    PANDAS_COLUMNS,
+    RAW_SQL,
+    SCORE10,
+    SCORE20,
+    pandas_calibration,
+    pandas_cohort_errors,
+    pandas_confusion,
+    pandas_drift,
+    pandas_histogram,
+    pandas_performance_estimate,
+)
 from fairlearn.metrics import (
     MetricFrame,
     false_positive_rate,
@@ -62,96 +78,15 @@ from fairlearn.metrics import (
 
 import pdebug_jupyter  # noqa: F401 (registers the typed releases: calibration, drift, ...)
 from pdebug_jupyter.client.local import _readline
-from pdebug_jupyter.client.transport import Transport
 from pdebug_jupyter.client.release import Release
+from pdebug_jupyter.client.transport import Transport
 from pdebug_jupyter.engine import Engine
 from pdebug_jupyter.policy import load_policy
 from pdebug_jupyter.query import build_query
 
 HERE = Path(__file__).parent
 EVIDENTLY_PYTHON = "/tmp/evvenv/bin/python"  # noqa: S108 (a default, overridable)
-DRIFT_COLUMNS = ["age", "income", "region", "sex"]
 WINDOWS = {"reference": {"window": "reference"}, "current": {"window": "current"}}
-PANDAS_COLUMNS = ["age", "income", "sex", "region", "window", "default", "score"]
-
-# --- hand-written raw SQL: what an analyst with the rows would write ------------------------
-AGE = ("CASE WHEN age < 25 THEN 0 WHEN age < 35 THEN 1 WHEN age < 45 THEN 2 WHEN age < 55 "
-       "THEN 3 WHEN age < 65 THEN 4 WHEN age IS NOT NULL THEN 5 ELSE -1 END")
-INCOME = "least(greatest(floor(income / 20000), 0), 9)"  # policy: 10 bins over [0, 200000]
-SCORE10 = "least(floor(score * 10), 9)"  # the policy's 10 score bins over [0, 1]
-SCORE20 = "least(floor(score * 20), 19)"  # performance_estimate's default 20 bins
-IN_WINDOWS = "\"window\" IN ('reference', 'current')"
-RAW_SQL = {
-    # bench_core.py's query, unchanged
-    "histogram": f"""
-SELECT {AGE} AS a,
-       CASE WHEN sex = 'female' THEN 0 WHEN sex = 'male' THEN 1 ELSE -1 END AS s,
-       count(*) AS n
-FROM {{src}} GROUP BY ALL""",
-    "calibration": f"""
-SELECT {SCORE10} AS b, sex, count(*) AS n, sum("default") AS pos, sum(score) AS s,
-       sum(score * "default") AS sp, sum(score * score) AS ss
-FROM {{src}} GROUP BY ALL""",
-    "confusion": f"""
-SELECT {SCORE10} AS b, "default", sex, count(*) AS n FROM {{src}} GROUP BY ALL""",
-    # one grouped count per column, over the rows of either window (cells cast to text after
-    # the aggregate, so the four can be stacked)
-    "drift": "\nUNION ALL\n".join(
-        f"SELECT {i} AS part, w, v::VARCHAR AS v, n FROM (SELECT \"window\" AS w, {expr} AS v, "
-        f"count(*) AS n FROM {{src}} WHERE {IN_WINDOWS} GROUP BY ALL)"
-        for i, expr in enumerate((AGE, INCOME, "region", "sex"))),
-    "cohort_errors": f"""
-SELECT region, {AGE} AS a, count(*) AS n,
-       sum(((score >= 0.5) <> ("default" = 1))::INTEGER) AS errors
-FROM {{src}} GROUP BY ALL""",
-    "performance_estimate": f"""
-SELECT {SCORE20} AS b, count(*) AS n, sum(score) AS s
-FROM {{src}} WHERE "window" = 'current' GROUP BY ALL""",
-}
-
-# --- pandas: the same cube from a DataFrame ------------------------------------------------
-AGE_EDGES = [-np.inf, 25, 35, 45, 55, 65, np.inf]
-
-
-def _age(df: pd.DataFrame) -> pd.Series:
-    return pd.cut(df["age"], AGE_EDGES, right=False, labels=False)
-
-
-def _score_bin(df: pd.DataFrame, bins: int) -> np.ndarray:
-    return np.minimum(np.floor(df["score"].to_numpy() * bins), bins - 1)
-
-
-def pandas_histogram(df: pd.DataFrame) -> object:
-    return df.groupby([_age(df), df["sex"]]).size()
-
-
-def pandas_calibration(df: pd.DataFrame) -> object:
-    s, y = df["score"], df["default"]
-    frame = pd.DataFrame({"b": _score_bin(df, 10), "sex": df["sex"], "y": y, "s": s,
-                          "sp": s * y, "ss": s * s})
-    return frame.groupby(["b", "sex"]).agg(n=("y", "size"), pos=("y", "sum"), s=("s", "sum"),
-                                           sp=("sp", "sum"), ss=("ss", "sum"))
-
-
-def pandas_confusion(df: pd.DataFrame) -> object:
-    return df.groupby([_score_bin(df, 10), df["default"], df["sex"]]).size()
-
-
-def pandas_drift(df: pd.DataFrame) -> object:
-    both = df[df["window"].isin(["reference", "current"])]
-    income = np.clip(np.floor(both["income"].to_numpy() / 20000), 0, 9)
-    return [both.groupby([both["window"], key]).size()
-            for key in (_age(both), income, both["region"], both["sex"])]
-
-
-def pandas_cohort_errors(df: pd.DataFrame) -> object:
-    errors = (df["score"] >= 0.5) != (df["default"] == 1)
-    return errors.groupby([df["region"], _age(df)]).agg(["size", "sum"])
-
-
-def pandas_performance_estimate(df: pd.DataFrame) -> object:
-    current = df[df["window"] == "current"]
-    return current["score"].groupby(_score_bin(current, 20)).agg(["size", "sum"])
 
 
 def fairlearn_confusion(df: pd.DataFrame) -> object:
