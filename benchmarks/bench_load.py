@@ -20,7 +20,8 @@ after, and the service process's CPU time over the wall time (1.0 = one core bus
 clients share the machine with the service, so this measures the pair.
 
 Run: ``python benchmarks/bench_load.py [--rows 1000000] [--clients 1 50]
-[--requests cached=1000 fresh=200 mixed=500]`` (requests per run, split over the clients).
+[--requests cached=1000 fresh=200 mixed=500] [--mixes cached fresh mixed]`` (requests per
+run, split over the clients).
 """
 
 from __future__ import annotations
@@ -157,7 +158,8 @@ class Run:
                 "load_after": load_average(), "first_errors": self.errors[:3]}
 
 
-def bench(rows: int, clients: list[int], requests: dict[str, int]) -> list[dict[str, Any]]:
+def bench(rows: int, clients: list[int], requests: dict[str, int], mixes: list[str]
+          ) -> list[dict[str, Any]]:
     path = policy(rows)
     proc = subprocess.Popen([sys.executable, "-m", "pdebug_jupyter", "serve", "--policy",
                              str(path), "--port", "0"],
@@ -171,7 +173,8 @@ def bench(rows: int, clients: list[int], requests: dict[str, int]) -> list[dict[
             for k in range(CACHED_POOL):
                 warm.request("POST", "/datasets/loans/query", {**shape, "epsilon": 0.5 + k / 10})
         epsilons = itertools.count()
-        for mix, share in FRESH_SHARE.items():
+        for mix in mixes:
+            share = FRESH_SHARE[mix]
             for n in clients:
                 result = Run(url, n, requests[mix], share, epsilons, proc.pid).measure()
                 results.append({"rows": rows, "mix": mix, **result})
@@ -193,10 +196,11 @@ def main() -> None:
     p.add_argument("--clients", type=int, nargs="+", default=[1, 50])
     p.add_argument("--requests", nargs="+", default=["cached=1000", "fresh=200", "mixed=500"],
                    help="requests per run for each mix, as MIX=N (split over the clients)")
+    p.add_argument("--mixes", nargs="+", choices=list(FRESH_SHARE), default=list(FRESH_SHARE))
     args = p.parse_args()
     requests = {mix: int(n) for mix, n in (r.split("=") for r in args.requests)}
     print(f"before: {uptime()}")
-    results = bench(args.rows, args.clients, requests)
+    results = bench(args.rows, args.clients, requests, args.mixes)
     print(f"after: {uptime()}")
     print(f"machine: {os.cpu_count()} cores, {platform.python_implementation()} "
           f"{platform.python_version()}, duckdb {duckdb.__version__}, {args.rows:,} rows")
