@@ -257,6 +257,19 @@ def _marginals(ds: DatasetPolicy, p: dict[str, Any]) -> Built:
     return tuple(cubes), {"columns": [_dim_key(d) for d in dims]}
 
 
+class Params(dict[str, Any]):
+    """A body's parameters, where ``null`` means the default (so it has the canonical form,
+    and the cached release, of an absent key): ``pop`` gives the default for it and ``in``
+    does not see it. An unknown key is left over, and refused, either way."""
+
+    def pop(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        value = super().pop(key, None)
+        return default if value is None else value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+
 Builder = Callable[[DatasetPolicy, dict[str, Any]], Built]
 #: Query kinds: each builds its cubes from the parameters it pops; leftovers are errors.
 BUILDERS: dict[str, Builder] = {
@@ -291,7 +304,7 @@ def _check(cubes: tuple[Cube, ...]) -> None:
 
 def build_query(ds: DatasetPolicy, body: Mapping[str, Any]) -> Query:
     """Validate a request body against the dataset's policy and return its canonical query."""
-    params = dict(body)
+    params = Params(body)
     kind = params.pop("kind", None)
     if not isinstance(kind, str) or kind not in BUILDERS:
         raise QueryError("unknown_kind", f"unknown query kind {kind!r} "

@@ -148,7 +148,10 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     """Decode a JSON object strictly: NaN and Infinity are not numbers here."""
     try:
         body = json.loads(raw or b"null", parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except QueryError:
+        raise
+    # ValueError: also an integer past Python's 4300-digit limit; RecursionError: deep nesting
+    except (ValueError, RecursionError):
         raise QueryError("malformed", "request body is not valid JSON", status=400) from None
     if not isinstance(body, dict):
         raise QueryError("malformed", "request body must be a JSON object", status=400)
@@ -158,7 +161,10 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 def epsilon_value(ds: DatasetPolicy, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise QueryError("invalid_epsilon", "epsilon must be a number")
-    eps = float(value)
+    try:
+        eps = float(value)
+    except OverflowError:  # an integer too large for a float
+        eps = math.inf
     if not math.isfinite(eps) or eps <= 0:
         raise QueryError("invalid_epsilon", "epsilon must be a positive finite number")
     if eps > ds.max_epsilon_per_query:
