@@ -43,7 +43,7 @@ def parse_grant(raw: bytes, policy: Policy, now: float) -> dict[str, Any]:
     """The keyword arguments of :meth:`Ledger.grant` from a ``POST /grants`` body."""
     try:
         body = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: deeply nested arrays or objects
         raise _bad("the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise _bad("the body must be a JSON object")
@@ -58,11 +58,10 @@ def parse_grant(raw: bytes, policy: Policy, now: float) -> dict[str, Any]:
         raise GrantRejected(404, "unknown_dataset", f"no dataset named {str(dataset)[:100]!r}")
     epsilon = body.get("epsilon", 0.0)
     cap = policy.datasets[dataset].epsilon_total
-    if (isinstance(epsilon, bool) or not isinstance(epsilon, int | float)
-            or not math.isfinite(epsilon) or not 0 <= epsilon <= cap):
+    if not _finite(epsilon) or not 0 <= epsilon <= cap:
         raise _bad(f"epsilon must be a number from 0 to the dataset-wide budget {cap:g}")
     role = body.get("role")
-    if role is not None and role not in ROLE_PERMISSIONS:
+    if role is not None and (not isinstance(role, str) or role not in ROLE_PERMISSIONS):
         raise _bad(f"role must be one of {', '.join(ROLE_PERMISSIONS)}")
     if not epsilon and role is None:
         raise _bad("a grant gives a positive epsilon, a role, or both")
@@ -75,12 +74,22 @@ def parse_grant(raw: bytes, policy: Policy, now: float) -> dict[str, Any]:
             "purpose": " ".join(purpose.split()), "expires_at": _expiry(body, now)}
 
 
+def _finite(value: Any) -> bool:
+    """A JSON number that is a finite float (an integer too large for one is not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _expiry(body: dict[str, Any], now: float) -> float:
     if ("ttl" in body) == ("expires_at" in body):
         raise _bad("give exactly one of ttl (seconds) and expires_at (ISO 8601 with a zone)")
     if "ttl" in body:
         ttl = body["ttl"]
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl):
+        if not _finite(ttl):
             raise _bad("ttl must be a number of seconds")
         at = now + float(ttl)
     else:
