@@ -291,7 +291,8 @@ class BudgetHandler(Base):
 
 def _int_arg(handler: Base, name: str, default: int, hi: int) -> int:
     raw = handler.get_query_argument(name, str(default))
-    if not raw.isdigit() or not 0 <= int(raw) <= hi:
+    # ASCII only: "²" is a digit to isdigit() but not to int(); a long one passes int's limit
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20 or not 0 <= int(raw) <= hi:
         raise ApiError(400, "invalid_parameter", f"{name} must be an integer from 0 to {hi}")
     return int(raw)
 
