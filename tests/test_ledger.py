@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from pdebug_jupyter.ledger import AUDIT_FIELDS, Budget, BudgetExceeded, Ledger, Limits, _hash
+from pdebug_jupyter.ledger import (
+    AUDIT_FIELDS,
+    Budget,
+    BudgetExceeded,
+    CachedRead,
+    Ledger,
+    Limits,
+    _hash,
+)
 
 T0 = 1_700_000_000.0
 LIMITS = Limits(per_user=1.0, total=2.0)
@@ -107,6 +115,23 @@ def test_serve_cached_answers_only_known_keys_and_audits_the_read(ledger: Ledger
     assert served == payload
     assert [a["outcome"] for a in ledger.audit_rows()] == ["released", "cached"]
     assert spent(ledger) == 0.5 and spent(ledger, "victor") == 0.0
+
+
+def test_many_cache_reads_share_one_transaction_and_each_is_audited(ledger: Ledger,
+                                                                     path: Path) -> None:
+    first, _ = commit(ledger, "k1", 0.5)
+    second, _ = commit(ledger, "k2", 0.25)
+    commits: list[str] = []
+    ledger._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    reads = [CachedRead(k, u, "p", "loans", "{}")
+             for k, u in [("k1", "victor"), ("nope", "victor"), ("k2", "olivia"), ("k1", "bob")]]
+    assert ledger.serve_cached_many(reads) == [first, None, second, first]
+    assert commits == ["COMMIT"]
+    audit = [(a["user"], a["outcome"], a["detail"]) for a in ledger.audit_rows()][2:]
+    assert audit == [("victor", "cached", first["release_id"]),
+                     ("olivia", "cached", second["release_id"]),
+                     ("bob", "cached", first["release_id"])]
+    assert ledger.verify().ok and spent(ledger) == 0.75 and spent(ledger, "victor") == 0.0
 
 
 def test_the_cache_key_changes_with_the_data_fingerprint() -> None:

@@ -93,5 +93,6 @@ def serve(policy_path: str, host: str = "127.0.0.1", port: int = 0, *,
         asyncio.run(_run(service, host, port, local, env))
     finally:
         service.pool.shutdown(wait=True)
+        service.reads.close()
         service.ledger.close()
         service.engine.close()

@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -20,7 +20,7 @@ import tornado.web
 
 from .. import __version__
 from ..engine import Engine, EngineError
-from ..ledger import BudgetExceeded, GrantError, Ledger, Limits
+from ..ledger import BudgetExceeded, CachedRead, GrantError, Ledger, Limits
 from ..policy import DatasetPolicy, Policy
 from ..privacy import plan_noise, release
 from ..query import Query, QueryError, build_query, parse_body
@@ -28,6 +28,7 @@ from . import payload
 from .auth import ROLE_PERMISSIONS, Identity, TokenAuthenticator
 from .governance import GrantRejected, parse_grant, send_alerts
 from .openapi import openapi
+from .reads import CachedReads
 
 log = logging.getLogger("pdebug_jupyter.service")
 PREFIX = "/api/v1"
@@ -51,6 +52,10 @@ class Service:
     ledger: Ledger
     auth: TokenAuthenticator
     pool: ThreadPoolExecutor
+    reads: CachedReads = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reads = CachedReads(self.ledger)
 
     def limits(self, ds: DatasetPolicy) -> Limits:
         return Limits(ds.epsilon_per_user, ds.epsilon_total, self.policy.alerts)
@@ -242,8 +247,7 @@ class Release(QueryBase):
         text = query.canonical()
         hit = None
         if svc.ledger.release_for(key) is not None:  # a read first: misses need no write
-            hit = svc.ledger.serve_cached(key, user=who.name, purpose=purpose, dataset=ds.name,
-                                          query=text)
+            hit = await svc.reads.serve(CachedRead(key, who.name, purpose, ds.name, text))
         if hit is None:
             limits = svc.limits(ds)
             svc.ledger.budget(who.name, ds.name, limits).check(query.epsilon, ds.name)
