@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 KINDS = ("identifier", "numeric", "protected", "categorical", "label", "score", "split",
          "attribution")
@@ -25,7 +26,12 @@ CATEGORICAL_KINDS = ("protected", "categorical", "split", "label")
 #: Column kinds that can be an axis of a cube (attributions are only summed).
 DIMENSION_KINDS = ("numeric", "score", *CATEGORICAL_KINDS)
 ROLES = ("owner", "analyst", "viewer", "auditor")
-BACKENDS = ("duckdb",)
+BACKENDS = ("duckdb", "spark")
+#: Spark masters the service can drive: it needs the driver's JVM (file listings, bounded
+#: copies), so Spark Connect (``sc://``) is not one of them.
+SPARK_MASTER = re.compile(r"local(\[(\d+|\*)(,\d+)?\])?|yarn|spark://[^\s/]+|k8s://https?://\S+")
+#: Spark settings the ``[spark]`` table names itself, and so does not take under ``conf``.
+SPARK_OWN_CONF = {"spark.master": "master", "spark.app.name": "app_name"}
 OTHER = "other"
 MAX_BINS = 500
 MAX_CATEGORIES = 1000
@@ -90,9 +96,17 @@ class DatasetPolicy:
     synthetic: bool = False
     max_epsilon_per_query: float = 0.0
     digest: str = ""
+    #: a Spark source given as a URI (``hdfs://``, ``s3a://``, ...): read as written, while
+    #: ``source`` keeps only its path for display
+    uri: str = ""
 
     def column(self, name: str) -> Column:
         return self.columns[name]
+
+    @property
+    def location(self) -> str:
+        """Where the engine reads the source: a local path, or a Spark source's URI."""
+        return self.uri or str(self.source)
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,24 @@ class User:
     name: str
     role: str
     token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """The ``[spark]`` table: one Spark session per service, used by every Spark dataset."""
+
+    master: str = "local[*]"
+    app_name: str = "pdebug-jupyter"
+    #: ``spark.*`` settings passed to the session as strings (``env:VAR`` values resolved)
+    conf: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    #: the URI (a local path becomes ``file://``) of a directory every executor can read
+    #: and write, for bounded copies; empty: the service's cache directory, which only a
+    #: local master's executors share
+    scratch: str = ""
+
+    @property
+    def local(self) -> bool:
+        return self.master.startswith("local")
 
 
 @dataclass(frozen=True)
@@ -115,6 +147,7 @@ class Policy:
     #: fractions of a budget at which a release carries a budget alert (fires once each)
     alerts: tuple[float, ...] = ()
     alert_webhook: str | None = None
+    spark: SparkSettings = SparkSettings()
 
 
 def bin_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
@@ -258,7 +291,11 @@ def _dataset(file: Path, name: str, spec: Any) -> DatasetPolicy:
     if backend not in BACKENDS:
         raise r.fail("backend", f"unsupported backend {backend!r} (supported: {', '.join(BACKENDS)})")
     table = r.get("table", str, None)
-    if source.suffix.lower() in (".duckdb", ".db") and not table:
+    uri = ""
+    if backend == "spark":
+        uri = _spark_source(r, r.get("source", str), source, table)
+        source = Path(urlsplit(uri).path) if uri else source
+    elif source.suffix.lower() in (".duckdb", ".db") and not table:
         raise r.fail("table", "a DuckDB database source needs the table to read")
     cols_spec = r.get("columns", dict)
     columns = {c: _column(file, f"{prefix}.columns", c, s) for c, s in cols_spec.items()}
@@ -277,7 +314,8 @@ def _dataset(file: Path, name: str, spec: Any) -> DatasetPolicy:
     max_query = r.positive("max_epsilon_per_query", per_user)
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
     return DatasetPolicy(
-        name=name, source=source.resolve(), backend=backend, privacy_unit=unit,
+        name=name, source=source if uri else source.resolve(), backend=backend, uri=uri,
+        privacy_unit=unit,
         max_rows_per_unit=max_rows, epsilon_per_user=per_user, epsilon_total=total,
         min_cohort=min_cohort, columns=columns, table=table,
         model_version=r.get("model_version", str, ""), preprocessing=r.get("preprocessing", str, ""),
@@ -301,7 +339,7 @@ def load_policy(path: str | os.PathLike[str], *, require_tokens: bool = True) ->
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{file}: not valid TOML: {exc}") from None
     top = _Reader(file, "", doc)
-    top.unknown(("service", "users", "datasets"))
+    top.unknown(("service", "users", "datasets", "spark"))
     svc = _Reader(file, "service", top.get("service", dict, {}))
     svc.unknown(("ledger", "retention_days", "local_role", "memory_limit", "alerts",
                  "alert_webhook"))
@@ -337,7 +375,9 @@ def load_policy(path: str | os.PathLike[str], *, require_tokens: bool = True) ->
         path=file, ledger=(ledger if ledger.is_absolute() else file.parent / ledger).resolve(),
         retention_days=retention, users=tuple(users), datasets=datasets,
         digest=hashlib.sha256(raw).hexdigest(), local_role=local_role, memory_limit=memory,
-        alerts=alerts, alert_webhook=webhook)
+        alerts=alerts, alert_webhook=webhook,
+        spark=_spark(_Reader(file, "spark", top.get("spark", dict, {})), file.parent,
+                     require_tokens))
 
 
 def _alerts(svc: _Reader) -> tuple[tuple[float, ...], str | None]:
@@ -354,3 +394,62 @@ def _alerts(svc: _Reader) -> tuple[tuple[float, ...], str | None]:
     if webhook is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", webhook):
         raise svc.fail("alert_webhook", f"expected an http:// or https:// URL, got {webhook!r}")
     return tuple(float(x) for x in raw), webhook
+
+
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
+def _spark_source(r: _Reader, raw: str, source: Path, table: str | None) -> str:
+    """A Spark dataset reads Parquet: a file, a directory of files, or a URI (returned)."""
+    if table is not None:
+        raise r.fail("table", "a Spark dataset reads Parquet files; table is for DuckDB "
+                     "database sources")
+    if _URI.fullmatch(raw):
+        return raw
+    if source.suffix.lower() in (".csv", ".tsv", ".duckdb", ".db"):
+        raise r.fail("source", "a Spark dataset reads Parquet: a .parquet file, a directory "
+                     "of them, or a URI such as hdfs://... or s3a://...")
+    return ""
+
+
+def _spark(r: _Reader, base: Path, require_secrets: bool) -> SparkSettings:
+    """``[spark]``: ``master``, ``app_name``, ``scratch`` and a ``conf`` table of ``spark.*``
+    settings (strings, numbers or booleans; ``"env:VAR"`` reads a secret from the
+    environment instead of the file, and is left out, like a user's token, where
+    ``require_secrets`` is false and VAR is unset)."""
+    r.unknown(("master", "app_name", "scratch", "conf"))
+    master = r.get("master", str, SparkSettings.master)
+    if master.startswith("sc://"):
+        raise r.fail("master", "Spark Connect (sc://) is not supported: the service needs "
+                     "the driver's JVM; use spark://, yarn, k8s:// or local[N]")
+    if not SPARK_MASTER.fullmatch(master):
+        raise r.fail("master", f"expected local, local[N], local[*], spark://host:port, yarn "
+                     f"or k8s://https://host:port, got {master!r}")
+    app = r.get("app_name", str, SparkSettings.app_name)
+    scratch = r.get("scratch", str, "")
+    if scratch and not _URI.fullmatch(scratch):
+        path = Path(scratch)
+        scratch = (path if path.is_absolute() else base / path).resolve().as_uri()
+    conf = []
+    table = _Reader(r.file, "spark.conf", r.get("conf", dict, {}))
+    for key, value in table.table.items():
+        if key in SPARK_OWN_CONF:
+            raise table.fail(key, f"set it as [spark] {SPARK_OWN_CONF[key]}")
+        if not re.fullmatch(r"spark\.[A-Za-z0-9_.-]+", key):
+            raise table.fail(key, "a Spark setting's name starts with 'spark.' (quote dotted "
+                             "names: \"spark.executor.memory\" = \"4g\")")
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int | float | str):
+            text = str(value)
+        else:
+            raise table.fail(key, f"expected a string, number or boolean, got "
+                             f"{type(value).__name__}")
+        if text.startswith("env:"):
+            text = os.environ.get(text[4:], "")
+            if not text and require_secrets:
+                raise table.fail(key, f"environment variable {value[4:]} is not set")
+            if not text:
+                continue
+        conf.append((key, text))
+    return SparkSettings(master=master, app_name=app, conf=tuple(conf), scratch=scratch)

@@ -21,6 +21,12 @@ Thresholds, and why:
 * numeric bounds spanning more than :data:`WIDE_BOUNDS` (1e6): sums are noised at the scale
   of the bounds, and a span like that usually means "no idea" rather than a plausible range;
 * ``max_rows_per_unit`` above :data:`MAX_ROWS_PER_UNIT` (10): every count's noise grows with it.
+
+For Spark (``backend = "spark"``, see docs/spark.md): a ``[spark]`` table no dataset uses; on
+a cluster master, bounded copies in the service's own cache directory or local-path sources
+(its executors read both); the Spark web UI switched on (an open port listing every query);
+and a secret-looking ``[spark.conf]`` value written into the file (an error, like a literal
+token).
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ MAX_COHORT = 10_000
 MAX_EPSILON = 10.0
 WIDE_BOUNDS = 1e6
 MAX_ROWS_PER_UNIT = 10
+#: ``[spark.conf]`` keys whose values are credentials (Spark's own redaction pattern).
+SECRET_CONF = re.compile(r"secret|password|token|access[.]?key|credentials?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,38 @@ def _ledger(lint: _Lint, doc: dict[str, Any]) -> None:
                   "it holds who asked what and the cached releases; chmod o-r")
 
 
+def _spark(lint: _Lint, doc: dict[str, Any]) -> None:
+    spark = doc.get("spark") if isinstance(doc.get("spark"), dict) else None
+    datasets = doc.get("datasets") if isinstance(doc.get("datasets"), dict) else {}
+    assert isinstance(datasets, dict)
+    users = {n: s for n, s in datasets.items() if isinstance(s, dict)
+             and s.get("backend") == "spark"}
+    if spark is not None and not users:
+        lint.warn("spark", "no dataset has backend = \"spark\": the table is unused")
+    spark = spark or {}
+    master = spark.get("master", "local[*]")
+    if users and isinstance(master, str) and not master.startswith("local"):
+        if not spark.get("scratch"):
+            lint.warn("spark.scratch", f"master {master!r} is a cluster, whose executors "
+                      "cannot read bounded copies in the service's cache directory; set "
+                      "scratch to a shared URI (hdfs://..., s3a://...)")
+        for name, spec in users.items():
+            source = spec.get("source")
+            if isinstance(source, str) and "://" not in source:
+                lint.warn(f"datasets.{name}.source", f"a local path, read by the executors "
+                          f"of {master!r}: it must be on a mount every node shares; use an "
+                          "hdfs:// or s3a:// URI otherwise")
+    conf = spark.get("conf") if isinstance(spark.get("conf"), dict) else {}
+    assert isinstance(conf, dict)
+    if str(conf.get("spark.ui.enabled", "false")).lower() == "true":
+        lint.warn("spark.conf.spark.ui.enabled", "the Spark UI is an open port that lists "
+                  "every query and the session's settings; leave it off or firewall it")
+    for key, value in conf.items():
+        if SECRET_CONF.search(key) and isinstance(value, str) and not value.startswith("env:"):
+            lint.error(f"spark.conf.{key}", "a secret written into the policy file: whoever "
+                       "reads it has the credential; use \"env:VARIABLE\"")
+
+
 def _loader_problem(message: str, file: Path) -> tuple[str, str]:
     """``file: key.path: problem`` split into key and problem."""
     rest = message[len(str(file)) + 2:] if message.startswith(f"{file}: ") else message
@@ -193,6 +233,7 @@ def lint_policy(path: str | Path) -> list[Problem]:
                 _dataset(lint, str(name), spec)
         _users(lint, doc)
         _ledger(lint, doc)
+        _spark(lint, doc)
     try:
         load_policy(file, require_tokens=False)
     except PolicyError as exc:

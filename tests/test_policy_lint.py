@@ -134,7 +134,7 @@ def test_literal_tokens(demo: Any, tmp_path: Path) -> None:
 def test_loader_errors_are_reported_with_the_loader_message(demo: Any, tmp_path: Path) -> None:
     unknown = _crafted(demo, tmp_path, ('backend = "duckdb"', 'backend = "oracle"'))
     assert _problems(unknown) == [("datasets.loans.backend", "error",
-                                   "unsupported backend 'oracle' (supported: duckdb)")]
+                                   "unsupported backend 'oracle' (supported: duckdb, spark)")]
     broken = _crafted(demo, tmp_path, ("[service]", "[service"))
     (key, severity, message), = _problems(broken)
     assert (key, severity) == ("(file)", "error") and message.startswith("not valid TOML")

@@ -1,4 +1,5 @@
-"""Query execution where the data lives (DuckDB by default), with contribution bounding.
+"""Query execution where the data lives (DuckDB by default, or Spark: see ``spark.py``),
+with contribution bounding.
 
 Only aggregate tables are materialised in Python. Contribution bounding (rule 8) is proven
 or enforced once per dataset version, never per query: either the privacy unit is shown to
@@ -12,8 +13,10 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import duckdb
 import ibis
@@ -41,7 +44,35 @@ class Version:
     modified: float
     relation: str
     schema: ibis.Schema
-    bounded_copy: Path | None
+    bounded_copy: Path | str | None  # a file for DuckDB, a directory URI for Spark
+
+
+class DataSource(Protocol):
+    """One dataset where its backend reads it."""
+
+    ds: DatasetPolicy
+
+    def version(self) -> Version: ...
+
+    def run(self, sql: str) -> Mapping[str, Any]:
+        """The aggregate table's columns as arrays."""
+
+
+#: The SQL dialect Ibis compiles each policy backend's queries to.
+DIALECTS = {"duckdb": "duckdb", "spark": "pyspark"}
+
+
+def check_categories(ds: DatasetPolicy, schema: ibis.Schema) -> None:
+    """Every declared category must be a literal of its column's type."""
+    for name, col in ds.columns.items():
+        if not col.categories:
+            continue
+        try:
+            for c in col.categories:
+                typed_category(c, schema[name])
+        except ValueError:
+            raise EngineError("policy_mismatch", f"dataset {ds.name!r}: the categories "
+                              f"of {name!r} do not fit its column type") from None
 
 
 def _quote(name: str) -> str:
@@ -112,7 +143,7 @@ class Source:
                               f"{', '.join(missing)} are missing from the source")
         visible = [c for c, col in ds.columns.items() if col.queryable]
         schema = ibis.schema({c: DuckDBType.from_string(present[c]) for c in visible})
-        self._check_categories(schema)
+        check_categories(ds, schema)
         cols = ", ".join(_quote(c) for c in visible) or "1 AS one"
         cache = self.cache_dir / "datasets" / ds.name
         cache.mkdir(parents=True, exist_ok=True)
@@ -155,20 +186,17 @@ class Source:
         proof.write_text("bounded" if bounded else "unbounded")
         return bounded
 
-    def _check_categories(self, schema: ibis.Schema) -> None:
-        for name, col in self.ds.columns.items():
-            if not col.categories:
-                continue
-            try:
-                for c in col.categories:
-                    typed_category(c, schema[name])
-            except ValueError:
-                raise EngineError("policy_mismatch", f"dataset {self.ds.name!r}: the categories "
-                                  f"of {name!r} do not fit its column type") from None
+    def run(self, sql: str) -> Mapping[str, Any]:
+        try:
+            return self.con.cursor().execute(sql).fetchnumpy()
+        except duckdb.Error:
+            raise EngineError("engine_failed",
+                              f"the query on dataset {self.ds.name!r} failed to run") from None
 
 
 class Engine:
-    """Runs cube queries for every dataset of a policy on one DuckDB database."""
+    """Runs cube queries for every dataset of a policy: on one DuckDB database, and on one
+    SparkSession (started here, stopped by :meth:`close`) if a dataset's backend is Spark."""
 
     def __init__(self, policy: Policy) -> None:
         cache = policy.ledger.parent / ".pdebug-cache"
@@ -177,20 +205,35 @@ class Engine:
         # growing the service; queries over public bins stay far below it.
         self.con = duckdb.connect(":memory:", config={
             "memory_limit": policy.memory_limit, "temp_directory": str(cache / "spill")})
-        self.sources = {n: Source(ds, self.con, cache) for n, ds in policy.datasets.items()}
+        self.sources: dict[str, DataSource] = {
+            n: Source(ds, self.con, cache) for n, ds in policy.datasets.items()
+            if ds.backend == "duckdb"}
+        self.spark: Any = None  # a SparkSession, when a dataset's backend is Spark
+        if len(self.sources) < len(policy.datasets):
+            from .spark import SparkSource, open_session
+            try:
+                self.spark = open_session(policy.spark, cache)
+            except BaseException:
+                self.con.close()
+                raise
+            for n, ds in policy.datasets.items():
+                if ds.backend == "spark":
+                    self.sources[n] = SparkSource(ds, self.spark, cache, policy.spark.scratch)
         self._compiled: dict[tuple[str, str, str], str] = {}
 
     def version(self, dataset: str) -> Version:
         return self.sources[dataset].version()
 
-    def _sql(self, query: Query, version: Version) -> str:
+    def _sql(self, query: Query, version: Version, backend: str = "duckdb") -> str:
         """The query's SQL. Compiling with Ibis costs ~15 ms and epsilon does not change the
-        SQL, so it is kept per (dataset version, kind, canonical parameters)."""
+        SQL, so it is kept per (dataset version, kind, canonical parameters); a version's
+        fingerprint belongs to one dataset, so to one backend."""
         key = (version.fingerprint, query.kind, json.dumps(query.params, sort_keys=True))
         sql = self._compiled.get(key)
         if sql is None:
             table = ibis.table(version.schema, name=version.relation)
-            sql = str(ibis.to_sql(query_expression(table, query), dialect="duckdb"))
+            sql = str(ibis.to_sql(query_expression(table, query, backend),
+                                  dialect=DIALECTS[backend]))
             if len(self._compiled) >= 1024:
                 self._compiled.clear()
             self._compiled[key] = sql
@@ -201,12 +244,7 @@ class Engine:
         with ``other`` last on each axis, and the dataset version read."""
         source = self.sources[query.dataset]
         version = source.version()
-        sql = self._sql(query, version)
-        try:
-            result = self.con.cursor().execute(sql).fetchnumpy()
-        except duckdb.Error:
-            raise EngineError("engine_failed",
-                              f"the query on dataset {query.dataset!r} failed to run") from None
+        result = source.run(self._sql(query, version, source.ds.backend))
         part = np.asarray(result["part"], dtype=np.int64)
         cubes = []
         for p, cube in enumerate(query.cubes):
@@ -227,3 +265,7 @@ class Engine:
 
     def close(self) -> None:
         self.con.close()
+        if self.spark is not None:
+            from .spark import close_session
+            self.spark = None
+            close_session()
