@@ -27,8 +27,8 @@ from ..policy import DatasetPolicy, SparkSettings
 from . import EngineError, Version, check_categories
 
 #: Settings a service's session gets unless the policy's ``[spark] conf`` says otherwise:
-#: no web UI (an open port listing every query), no progress bar in the service log, and
-#: no warehouse directory in whatever the working directory is.
+#: no web UI (an open port listing every query) and no progress bar in the service log;
+#: the warehouse directory goes under the service's cache, not the working directory.
 DEFAULTS = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"}
 #: A local master listens on loopback only; few shuffle partitions suit a handful of cores
 #: and aggregates of at most a few thousand cells.
