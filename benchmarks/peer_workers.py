@@ -1,4 +1,4 @@
-"""One tool, one query kind, one Parquet file, in this process; prints one JSON line.
+"""One tool, one Parquet file, one or more query kinds, in this process: a JSON line per kind.
 
 ``python peer_workers.py TOOL KIND[,KIND...] PARQUET ROWS REPEAT EPSILON BUDGET_S``
 
