@@ -349,13 +349,16 @@ def test_changing_the_file_makes_a_new_version_and_removes_the_old_copy(
     before, old = engine.aggregate(build_query(ds, {"kind": "histogram", "column": "region",
                                                     "epsilon": 1.0}))
     assert before[0][..., 0].tolist() == [1, 1, 1, 1, 996]
+    assert engine.peek(ds.name) == old
     stamp = (tmp_path / "loans.parquet").stat().st_mtime_ns
     frame[frame["region"] != "west"].to_parquet(tmp_path / "loans.parquet")
+    assert engine.peek(ds.name) is None  # a cheap look never serves a changed file
     os.utime(tmp_path / "loans.parquet", ns=(stamp + 10**9, stamp + 10**9))
+    assert engine.peek(ds.name) is None
     after, new = engine.aggregate(build_query(ds, {"kind": "histogram", "column": "region",
                                                    "epsilon": 1.0}))
     assert after[0][..., 0].tolist() == [1, 1, 1, 0, 996]
-    assert new.fingerprint != old.fingerprint
+    assert new.fingerprint != old.fingerprint and engine.peek(ds.name) == new
     assert new.bounded_copy is not None and new.bounded_copy.exists()
     assert old.bounded_copy is not None and not old.bounded_copy.exists()
     assert sorted((tmp_path / ".pdebug-cache").rglob("*.parquet")) == [new.bounded_copy]

@@ -113,11 +113,21 @@ class Source:
             return f"read_csv({path})"
         return f"read_parquet({path})"
 
+    def _fingerprint(self, st: os.stat_result) -> str:
+        key = f"{self.ds.digest}|{self.ds.source}|{st.st_size}|{st.st_mtime_ns}"
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    def peek(self) -> Version | None:
+        """The version already open if the source has not changed since: one ``stat``, no
+        lock, so the service may call it on its event loop. None when it must be (re)read."""
+        current = self._version
+        return current if current and current.fingerprint == self._fingerprint(
+            self._stat()) else None
+
     def version(self) -> Version:
         """The current version, rebuilding views (and bounding) when the source changed."""
         st = self._stat()
-        key = f"{self.ds.digest}|{self.ds.source}|{st.st_size}|{st.st_mtime_ns}"
-        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:32]
+        fingerprint = self._fingerprint(st)
         current = self._version
         if current is not None and current.fingerprint == fingerprint:
             return current
@@ -223,6 +233,12 @@ class Engine:
 
     def version(self, dataset: str) -> Version:
         return self.sources[dataset].version()
+
+    def peek(self, dataset: str) -> Version | None:
+        """:meth:`Source.peek` for a DuckDB dataset; None for others (listing a Spark
+        directory's files may be slow, so that stays off the event loop)."""
+        source = self.sources[dataset]
+        return source.peek() if isinstance(source, Source) else None
 
     def _sql(self, query: Query, version: Version, backend: str = "duckdb") -> str:
         """The query's SQL. Compiling with Ibis costs ~15 ms and epsilon does not change the
