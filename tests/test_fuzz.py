@@ -52,8 +52,11 @@ CALLERS = [("alice", f"token {ALICE}"), ("olivia", f"token {OLIVIA}"),
 TOKENS = {"alice": ALICE, "olivia": OLIVIA, "victor": VICTOR, "audrey": AUDREY}
 #: markers of a Python traceback; an error message may hold one only by echoing the request
 MARKERS = ("Traceback", 'File "', ".py", "line ")
+#: the same, as they would stand in a traceback (a path starts where a run of path
+#: characters starts: otherwise a long run of them costs quadratic time to search)
 TRACEBACK = re.compile(r'Traceback \(most recent call last\)|File "[^"]*", line \d+'
-                       r'|[\w/\\-]+\.py\b')
+                       r'|(?<![\w/\\-])[\w/\\-]+\.py\b')
+MAX_MESSAGE = 1000  # an error message quotes the request only in part
 
 
 @dataclass
@@ -108,6 +111,7 @@ class Fuzz:
             error = body["error"]
             assert isinstance(error["code"], str) and error["code"], text[:300]
             assert isinstance(error["message"], str) and error["message"], text[:300]
+            assert len(error["message"]) <= MAX_MESSAGE, error["message"][:300]
             sent = _sent(request)
             echoed = [m for m in MARKERS if m in error["message"] and m not in sent]
             assert not echoed, f"traceback marker {echoed} in {error['message'][:300]!r}"
@@ -461,7 +465,10 @@ def test_odd_grants_and_filters_get_a_clean_4xx_or_an_answer(fuzz: Fuzz) -> None
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 HUGE = b"1" + b"0" * 400  # an integer no float holds
-FOUND = [  # (method, path, caller, body, status, code); each was a 500 before its fix
+LONG = "x" * 100_000
+#: (method, path, caller, body, status, code): each was a 500 before its fix, or for the long
+#: names an error message that echoed all 100,000 characters
+FOUND = [
     ("POST", QUERY, 0, b'{"kind": "histogram", "column": "age", "epsilon": ' + HUGE + b"}",
      422, "invalid_epsilon"),
     ("POST", QUERY, 0, b'{"kind": "histogram", "column": "age", "epsilon": ' + b"1" * 5000
@@ -476,6 +483,12 @@ FOUND = [  # (method, path, caller, body, status, code); each was a 500 before i
      b'"role": ["analyst"]}', 400, "invalid_grant"),
     ("GET", "/releases?limit=%C2%B2", 0, None, 400, "invalid_parameter"),  # "²".isdigit()
     ("GET", "/audit?after=" + "9" * 5000, 1, None, 400, "invalid_parameter"),
+    ("POST", QUERY, 0, json.dumps({"kind": "histogram", "column": LONG, "epsilon": 1}).encode(),
+     422, "unknown_column"),
+    ("POST", COST, 0, json.dumps({"kind": LONG, "epsilon": 1}).encode(), 422, "unknown_kind"),
+    ("POST", COST, 0, json.dumps({"kind": "marginals", "epsilon": 1, **dict.fromkeys(
+        map(str, range(10_000)))}).encode(), 422, "invalid_parameter"),
+    ("POST", "/grants", 1, json.dumps({LONG: 1}).encode(), 400, "invalid_grant"),
 ]
 
 

@@ -53,6 +53,7 @@ from .spec import (
     column,
     dimension,
     epsilon_value,
+    shown,
     where_clause,
 )
 
@@ -307,7 +308,7 @@ def build_query(ds: DatasetPolicy, body: Mapping[str, Any]) -> Query:
     params = Params(body)
     kind = params.pop("kind", None)
     if not isinstance(kind, str) or kind not in BUILDERS:
-        raise QueryError("unknown_kind", f"unknown query kind {kind!r} "
+        raise QueryError("unknown_kind", f"unknown query kind {shown(kind)} "
                          f"(one of {', '.join(sorted(BUILDERS))})")
     if "epsilon" not in params:
         raise QueryError("invalid_epsilon", "epsilon is required")
@@ -316,7 +317,7 @@ def build_query(ds: DatasetPolicy, body: Mapping[str, Any]) -> Query:
     cubes, canonical = BUILDERS[kind](ds, params)
     if params:
         raise QueryError("invalid_parameter", f"unknown parameter(s) for {kind}: "
-                         f"{', '.join(sorted(map(str, params)))}")
+                         f"{', '.join(sorted(params))[:200]}")
     _check(cubes)
     canonical["where"] = {c: list(v) for c, v in where}
     return Query(kind, ds.name, epsilon, cubes, where, canonical)

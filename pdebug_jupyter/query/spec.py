@@ -140,6 +140,13 @@ class Query:
         return hashlib.sha256(self.canonical().encode()).hexdigest()
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """The caller's own input, quoted for an error message and cut short: a message never
+    grows with the request."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _reject_constant(name: str) -> float:
     raise QueryError("malformed", f"{name} is not a valid JSON number", status=400)
 
@@ -181,7 +188,7 @@ def column(ds: DatasetPolicy, name: Any, role: str, kinds: tuple[str, ...] | Non
         raise QueryError("invalid_parameter", f"{role} must be a column name")
     col = ds.columns.get(name)
     if col is None:
-        raise QueryError("unknown_column", f"unknown column {name!r} in {role} "
+        raise QueryError("unknown_column", f"unknown column {shown(name)} in {role} "
                          f"(dataset {ds.name!r} declares: {', '.join(ds.columns)})")
     if not col.queryable:
         raise QueryError("forbidden_column", f"column {name!r} is an identifier: it cannot be "

@@ -49,7 +49,7 @@ def parse_grant(raw: bytes, policy: Policy, now: float) -> dict[str, Any]:
         raise _bad("the body must be a JSON object")
     unknown = sorted(set(body) - set(_KEYS))
     if unknown:
-        raise _bad(f"unknown key {unknown[0]!r} (allowed: {', '.join(_KEYS)})")
+        raise _bad(f"unknown key {unknown[0][:100]!r} (allowed: {', '.join(_KEYS)})")
     user = body.get("user")
     if not isinstance(user, str) or not _USER.fullmatch(user):
         raise _bad("user must be a user name (1-128 letters, digits or _.@+-)")
