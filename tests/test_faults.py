@@ -236,7 +236,6 @@ def test_sigkill_mid_load_leaves_the_ledger_consistent_and_the_service_restartab
             restart(svc)
             stored, absent = check_calls(svc, ledger, load.calls)
             unanswered = [unanswered[0] + stored, unanswered[1] + absent]
-        print(f"fresh releases left unanswered: {unanswered[0]} stored, {unanswered[1]} absent")
 
         calls = drain(svc)
         state = check_consistent(svc, ledger)
@@ -250,6 +249,8 @@ def test_sigkill_mid_load_leaves_the_ledger_consistent_and_the_service_restartab
                 assert state.spent[user] + c.body["epsilon"] > CAP - 1e-9
         assert audit_verify(svc.policy, capsys).startswith(
             f"ok: {state.audit} audit row(s) checked, the hash chain is intact")
+        # in the report of a failure: how often each case came up
+        print(f"fresh releases left unanswered: {unanswered[0]} stored, {unanswered[1]} absent")
     finally:
         if svc.process.poll() is None:
             assert svc.stop() == 0
