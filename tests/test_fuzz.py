@@ -108,7 +108,8 @@ class Fuzz:
         assert response.headers["Content-Type"].startswith("application/json"), text[:300]
         body = response.json()
         if status >= 400:
-            error = body["error"]
+            error = body.get("error") if isinstance(body, dict) else None
+            assert isinstance(error, dict), f"a {status} without an error object: {text[:300]}"
             assert isinstance(error["code"], str) and error["code"], text[:300]
             assert isinstance(error["message"], str) and error["message"], text[:300]
             assert len(error["message"]) <= MAX_MESSAGE, error["message"][:300]
@@ -515,3 +516,27 @@ def test_a_null_parameter_means_its_default(fuzz: Fuzz) -> None:
     unknown = send(fuzz, "POST", COST, CALLERS[0], b'{"kind": "histogram", "column": "age", '
                    b'"epsilon": 0.5, "bin": null}')
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (422, "invalid_parameter")
+
+
+def test_the_checks_catch_a_5xx_a_bare_4xx_a_traceback_a_path_and_a_canary(
+        fuzz: Fuzz, loans: Any) -> None:
+    def answer(status: int, body: Any, sent: bytes = b"{}") -> requests.Response:
+        r = requests.Response()
+        r.status_code, r._content = status, json.dumps(body).encode()
+        r.headers["Content-Type"] = "application/json; charset=utf-8"
+        r.request = requests.Request("POST", fuzz.service.url + QUERY, data=sent).prepare()
+        return r
+
+    def error(message: str) -> dict[str, Any]:
+        return {"error": {"code": "invalid_parameter", "message": message}}
+
+    canary = loans.canaries.read_text().splitlines()[1]
+    bad = [answer(500, error("internal")), answer(422, {"detail": "no"}),
+           answer(422, error('File "/srv/x/spec.py", line 3, in column')),
+           answer(200, {"provenance": {"source": str(loans.data)}}),
+           answer(200, {"cells": [{"name": canary}]}), answer(422, error("x" * 1001))]
+    for r in bad:
+        with pytest.raises(AssertionError):
+            fuzz.check(r)
+    # the caller's own words may come back
+    fuzz.check(answer(422, error("unknown column 'line 7.py'"), b'{"column": "line 7.py"}'))
