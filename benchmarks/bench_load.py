@@ -15,9 +15,9 @@ barrier. Mixes:
 Four query shapes (histogram age x sex, histogram income x region, calibration by sex,
 confusion by sex), chosen at random; clients are spread over five users. Reported per mix and
 client count: p50/p95/p99 latency of every request, throughput (requests over the wall time
-from the barrier to the last answer), errors, and the load average (``uptime``) before and
-after, and the service process's CPU time over the wall time (1.0 = one core busy). The
-clients share the machine with the service, so this measures the pair.
+from the barrier to the last answer), errors, the load average (``uptime``) before and after,
+and the CPU time over the wall time (1.0 = one core busy) of the service process and of this
+one (the clients). The clients share the machine with the service: this measures the pair.
 
 Run: ``python benchmarks/bench_load.py [--rows 1000000] [--clients 1 50]
 [--requests cached=1000 fresh=200 mixed=500] [--mixes cached fresh mixed]`` (requests per
@@ -140,12 +140,13 @@ class Run:
         for t in threads:
             t.start()
         before, cpu = load_average(), cpu_seconds(self.pid)
+        mine = time.process_time()
         self.barrier.wait()
         t0 = time.perf_counter()
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-        cpu = cpu_seconds(self.pid) - cpu
+        cpu, mine = cpu_seconds(self.pid) - cpu, time.process_time() - mine
         every = self.latencies[True] + self.latencies[False]
         p50, p95, p99 = percentiles(every)
         return {"clients": self.clients, "requests": len(every),
@@ -154,7 +155,7 @@ class Run:
                 "cached_p50_ms": percentiles(self.latencies[True])[0],
                 "fresh_p50_ms": percentiles(self.latencies[False])[0],
                 "throughput_rps": len(every) / wall, "wall_s": wall,
-                "service_cpu": cpu / wall, "load_before": before,
+                "service_cpu": cpu / wall, "client_cpu": mine / wall, "load_before": before,
                 "load_after": load_average(), "first_errors": self.errors[:3]}
 
 
@@ -206,14 +207,14 @@ def main() -> None:
           f"{platform.python_version()}, duckdb {duckdb.__version__}, {args.rows:,} rows")
     print()
     print("| mix | clients | requests (fresh / cached) | errors | p50 ms | p95 ms | p99 ms "
-          "| p50 ms cached / fresh | throughput req/s | service CPU | load average before -> "
-          "after |")
+          "| p50 ms cached / fresh | throughput req/s | service / client CPU | load average "
+          "before -> after |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
         print(f"| {r['mix']} | {r['clients']} | {r['requests']} ({r['fresh']} / {r['cached']}) "
               f"| {r['errors']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} "
               f"| {ms(r['cached_p50_ms'])} / {ms(r['fresh_p50_ms'])} "
-              f"| {r['throughput_rps']:.1f} | {r['service_cpu']:.2f} "
+              f"| {r['throughput_rps']:.1f} | {r['service_cpu']:.2f} / {r['client_cpu']:.2f} "
               f"| {r['load_before']} -> {r['load_after']} |")
 
 
