@@ -75,6 +75,14 @@ def check_categories(ds: DatasetPolicy, schema: ibis.Schema) -> None:
                               f"of {name!r} do not fit its column type") from None
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """A proof file is whole or absent: a kill mid-write must not leave an empty one, which
+    would read as "unbounded" from then on (and send every query to a bounded copy)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -193,7 +201,7 @@ class Source:
             f"SELECT coalesce(max(n), 0), count(*) FILTER (WHERE u IS NULL) FROM "
             f"(SELECT {unit} AS u, count(*) AS n FROM {_quote(raw)} GROUP BY {unit})").fetchone()
         bounded = bool(worst <= self.ds.max_rows_per_unit and not nulls)
-        proof.write_text("bounded" if bounded else "unbounded")
+        write_atomically(proof, "bounded" if bounded else "unbounded")
         return bounded
 
     def run(self, sql: str) -> Mapping[str, Any]:
