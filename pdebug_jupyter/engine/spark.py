@@ -24,7 +24,7 @@ import ibis
 import numpy as np
 
 from ..policy import DatasetPolicy, SparkSettings
-from . import EngineError, Version, check_categories
+from . import EngineError, Version, check_categories, write_atomically
 
 #: Settings a service's session gets unless the policy's ``[spark] conf`` says otherwise:
 #: no web UI (an open port listing every query) and no progress bar in the service log;
@@ -240,7 +240,7 @@ class SparkSource:
             f"SELECT coalesce(max(n), 0), count(*) FILTER (WHERE u IS NULL) FROM "
             f"(SELECT {unit} AS u, count(*) AS n FROM {self.raw} GROUP BY {unit})").collect()
         bounded = bool(worst <= self.ds.max_rows_per_unit and not nulls)
-        proof.write_text("bounded" if bounded else "unbounded")
+        write_atomically(proof, "bounded" if bounded else "unbounded")
         return bounded
 
     def _write_bounded_copy(self, cols: str, target: str) -> None:
