@@ -79,9 +79,9 @@ def _start(settings: SparkSettings, cache: Path) -> tuple[Any, Any]:
         from pyspark import SparkConf, SparkContext
         from pyspark.java_gateway import launch_gateway
         from pyspark.sql import SparkSession
-    except ImportError:
-        raise ImportError("the Spark backend needs pyspark: "
-                          "pip install 'pdebug-jupyter[spark]'") from None
+    except ImportError as exc:  # the cause is kept: a broken install is not a missing one
+        raise ImportError(f"the Spark backend needs pyspark ({exc}): "
+                          "pip install 'pdebug-jupyter[spark]'") from exc
     conf = SparkConf().setMaster(settings.master).setAppName(settings.app_name)
     defaults = {**DEFAULTS, "spark.sql.warehouse.dir": str(cache / "spark-warehouse"),
                 **(LOCAL_DEFAULTS if settings.local else {})}
