@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -81,6 +81,42 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def declared_columns(ds: DatasetPolicy, present: Mapping[str, Any]) -> list[str]:
+    """The queryable columns, after checking that every declared column is in the source."""
+    missing = [c for c in ds.columns if c not in present]
+    if missing:
+        raise EngineError("policy_mismatch", f"dataset {ds.name!r}: declared column(s) "
+                          f"{', '.join(missing)} are missing from the source")
+    return [c for c, col in ds.columns.items() if col.queryable]
+
+
+def forget_other_versions(directory: Path, fingerprint: str) -> None:
+    """Remove earlier versions' proofs (and bounded copies) from a dataset's cache."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.iterdir():
+        if not old.name.startswith(fingerprint):
+            old.unlink(missing_ok=True)
+
+
+def unit_bounded(ds: DatasetPolicy, relation: str, unit: str, proof: Path,
+                 fetch: Callable[[str], Sequence[Any]]) -> bool:
+    """Whether every unit of ``relation`` has at most max_rows_per_unit rows and none is
+    NULL; ``relation`` and ``unit`` are quoted for the backend (DuckDB and Spark quote
+    names differently), and ``fetch`` runs one statement there and returns its one row.
+
+    The answer is kept next to the ledger per dataset version: proving it scans the whole
+    unit column (seconds at 10M rows), so a restart should not pay for it again.
+    """
+    if proof.exists():
+        return proof.read_text() == "bounded"
+    worst, nulls = fetch(
+        f"SELECT coalesce(max(n), 0), count(*) FILTER (WHERE u IS NULL) FROM "
+        f"(SELECT {unit} AS u, count(*) AS n FROM {relation} GROUP BY {unit})")
+    bounded = bool(worst <= ds.max_rows_per_unit and not nulls)
+    write_atomically(proof, "bounded" if bounded else "unbounded")
+    return bounded
 
 
 def _quote(name: str) -> str:
@@ -155,21 +191,15 @@ class Source:
         except duckdb.Error:
             raise EngineError("source_unavailable",
                               f"the source of dataset {ds.name!r} cannot be read") from None
-        missing = [c for c in ds.columns if c not in present]
-        if missing:
-            raise EngineError("policy_mismatch", f"dataset {ds.name!r}: declared column(s) "
-                              f"{', '.join(missing)} are missing from the source")
-        visible = [c for c, col in ds.columns.items() if col.queryable]
+        visible = declared_columns(ds, present)
         schema = ibis.schema({c: DuckDBType.from_string(present[c]) for c in visible})
         check_categories(ds, schema)
         cols = ", ".join(_quote(c) for c in visible) or "1 AS one"
         cache = self.cache_dir / "datasets" / ds.name
-        cache.mkdir(parents=True, exist_ok=True)
-        for old in cache.iterdir():  # earlier versions' proofs and copies
-            if not old.name.startswith(fingerprint):
-                old.unlink(missing_ok=True)
+        forget_other_versions(cache, fingerprint)
         copy: Path | None = None
-        if self._unit_bounded(con, raw, cache / f"{fingerprint}.proof"):
+        if unit_bounded(ds, _quote(raw), _quote(ds.privacy_unit), cache / f"{fingerprint}.proof",
+                        lambda sql: con.execute(sql).fetchall()[0]):
             select = f"SELECT {cols} FROM {_quote(raw)}"
         else:
             # Keep at most max_rows_per_unit rows per unit, chosen at random, and drop rows
@@ -187,22 +217,6 @@ class Source:
             select = f"SELECT * FROM read_parquet({_literal(str(copy))})"
         con.execute(f"CREATE OR REPLACE VIEW {_quote(view)} AS {select}")
         return Version(fingerprint, modified, view, schema, copy)
-
-    def _unit_bounded(self, con: duckdb.DuckDBPyConnection, raw: str, proof: Path) -> bool:
-        """Whether every unit has at most max_rows_per_unit rows and none is NULL.
-
-        The answer is kept next to the ledger per dataset version: proving it scans the
-        whole unit column (seconds at 10M rows), so a restart should not pay for it again.
-        """
-        if proof.exists():
-            return proof.read_text() == "bounded"
-        unit = _quote(self.ds.privacy_unit)
-        worst, nulls = con.execute(  # type: ignore[misc]
-            f"SELECT coalesce(max(n), 0), count(*) FILTER (WHERE u IS NULL) FROM "
-            f"(SELECT {unit} AS u, count(*) AS n FROM {_quote(raw)} GROUP BY {unit})").fetchone()
-        bounded = bool(worst <= self.ds.max_rows_per_unit and not nulls)
-        write_atomically(proof, "bounded" if bounded else "unbounded")
-        return bounded
 
     def run(self, sql: str) -> Mapping[str, Any]:
         try:

@@ -24,7 +24,14 @@ import ibis
 import numpy as np
 
 from ..policy import DatasetPolicy, SparkSettings
-from . import EngineError, Version, check_categories, write_atomically
+from . import (
+    EngineError,
+    Version,
+    check_categories,
+    declared_columns,
+    forget_other_versions,
+    unit_bounded,
+)
 
 #: Settings a service's session gets unless the policy's ``[spark] conf`` says otherwise:
 #: no web UI (an open port listing every query) and no progress bar in the service log;
@@ -194,11 +201,7 @@ class SparkSource:
             frame.createOrReplaceTempView(self.raw)
         except Exception:
             raise self._unavailable() from None
-        missing = [c for c in ds.columns if c not in present]
-        if missing:
-            raise EngineError("policy_mismatch", f"dataset {ds.name!r}: declared column(s) "
-                              f"{', '.join(missing)} are missing from the source")
-        visible = [c for c, col in ds.columns.items() if col.queryable]
+        visible = declared_columns(ds, present)
         from ibis.backends.pyspark.datatypes import PySparkType
         try:
             schema = ibis.schema({c: PySparkType.to_ibis(present[c].dataType, present[c].nullable)
@@ -209,13 +212,11 @@ class SparkSource:
         check_categories(ds, schema)
         cols = ", ".join(_quote(c) for c in visible) or "1 AS one"
         proofs = self.cache_dir / "datasets" / ds.name
-        proofs.mkdir(parents=True, exist_ok=True)
-        for old in proofs.iterdir():  # earlier versions' proofs
-            if not old.name.startswith(fingerprint):
-                old.unlink(missing_ok=True)
+        forget_other_versions(proofs, fingerprint)
         copy: str | None = None
         try:
-            if self._unit_bounded(proofs / f"{fingerprint}.proof"):
+            if unit_bounded(ds, self.raw, _quote(ds.privacy_unit), proofs / f"{fingerprint}.proof",
+                            lambda sql: spark.sql(sql).collect()[0]):
                 select = f"SELECT {cols} FROM {self.raw}"
             else:
                 copy = f"{self.scratch}/{fingerprint}"
@@ -229,19 +230,6 @@ class SparkSource:
             raise EngineError("engine_failed", f"bounding the contributions to dataset "
                               f"{ds.name!r} failed") from None
         return Version(fingerprint, modified, self.view, schema, copy)
-
-    def _unit_bounded(self, proof: Path) -> bool:
-        """Whether every unit has at most max_rows_per_unit rows and none is NULL; the
-        answer is kept per dataset version, as the DuckDB source keeps it."""
-        if proof.exists():
-            return proof.read_text() == "bounded"
-        unit = _quote(self.ds.privacy_unit)
-        [(worst, nulls)] = self.spark.sql(
-            f"SELECT coalesce(max(n), 0), count(*) FILTER (WHERE u IS NULL) FROM "
-            f"(SELECT {unit} AS u, count(*) AS n FROM {self.raw} GROUP BY {unit})").collect()
-        bounded = bool(worst <= self.ds.max_rows_per_unit and not nulls)
-        write_atomically(proof, "bounded" if bounded else "unbounded")
-        return bounded
 
     def _write_bounded_copy(self, cols: str, target: str) -> None:
         """At most max_rows_per_unit rows per unit, chosen at random, without NULL units;
