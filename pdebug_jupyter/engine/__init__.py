@@ -14,7 +14,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,7 +25,7 @@ from ibis.backends.sql.datatypes import DuckDBType
 
 from ..policy import DatasetPolicy, Policy
 from ..query import Query
-from .compile import query_expression, typed_category
+from .compile import Ranges, query_expression, typed_category
 
 
 class EngineError(RuntimeError):
@@ -45,6 +45,7 @@ class Version:
     relation: str
     schema: ibis.Schema
     bounded_copy: Path | str | None  # a file for DuckDB, a directory URI for Spark
+    ranges: Ranges = field(default_factory=dict)  # see compile.Ranges; kept in the service
 
 
 class DataSource(Protocol):
@@ -117,6 +118,36 @@ def unit_bounded(ds: DatasetPolicy, relation: str, unit: str, proof: Path,
     bounded = bool(worst <= ds.max_rows_per_unit and not nulls)
     write_atomically(proof, "bounded" if bounded else "unbounded")
     return bounded
+
+
+def observed_ranges(schema: ibis.Schema, relation: str, path: Path,
+                    fetch: Callable[[str], Sequence[Any]]) -> dict[str, tuple[float, float]]:
+    """The version's :data:`~.compile.Ranges`, from one scan of the numeric columns: the
+    smallest and largest value, and the number of NaNs, of each. A column with a NaN, an
+    infinity or no values at all is left out.
+
+    DuckDB answers a query of only ``min`` and ``max`` from a Parquet file's statistics,
+    which leave NaN out (``max`` says 0.95 of a column holding NaN): the ``count`` of each
+    column, which the statistics cannot answer alongside, makes it read the values.
+    Like the bounding proof the answer is kept next to the ledger per version, and it never
+    leaves the service: a minimum or maximum is a row's value (rule 1).
+    """
+    if path.exists():
+        return {c: (lo, hi) for c, (lo, hi) in json.loads(path.read_text()).items()}
+    numeric = [(c, t.is_floating()) for c, t in schema.items()
+               if t.is_integer() or t.is_floating()]
+    ranges: dict[str, tuple[float, float]] = {}
+    if numeric:
+        row = fetch("SELECT " + ", ".join(
+            f"min({_quote(c)}), max({_quote(c)}), count({_quote(c)}), "
+            + (f"count(*) FILTER (WHERE isnan({_quote(c)}))" if floating else "0")
+            for c, floating in numeric) + f" FROM {relation}")
+        for i, (c, _) in enumerate(numeric):
+            lo, hi, values, nans = row[4 * i:4 * i + 4]
+            if values and not nans and all(abs(float(v)) < 2.0**52 for v in (lo, hi)):
+                ranges[c] = (float(lo), float(hi))
+    write_atomically(path, json.dumps(ranges))
+    return ranges
 
 
 def _quote(name: str) -> str:
@@ -216,7 +247,9 @@ class Source:
                 tmp.rename(copy)
             select = f"SELECT * FROM read_parquet({_literal(str(copy))})"
         con.execute(f"CREATE OR REPLACE VIEW {_quote(view)} AS {select}")
-        return Version(fingerprint, modified, view, schema, copy)
+        ranges = observed_ranges(schema, _quote(view), cache / f"{fingerprint}.ranges",
+                                 lambda sql: con.execute(sql).fetchall()[0])
+        return Version(fingerprint, modified, view, schema, copy, ranges)
 
     def run(self, sql: str) -> Mapping[str, Any]:
         try:
@@ -270,7 +303,7 @@ class Engine:
         sql = self._compiled.get(key)
         if sql is None:
             table = ibis.table(version.schema, name=version.relation)
-            sql = str(ibis.to_sql(query_expression(table, query, backend),
+            sql = str(ibis.to_sql(query_expression(table, query, backend, version.ranges),
                                   dialect=DIALECTS[backend]))
             if len(self._compiled) >= 1024:
                 self._compiled.clear()
@@ -281,8 +314,16 @@ class Engine:
         """True cell values per cube, each of shape ``cube.shape + (len(cube.measures),)``
         with ``other`` last on each axis, and the dataset version read."""
         source = self.sources[query.dataset]
-        version = source.version()
-        result = source.run(self._sql(query, version, source.ds.backend))
+        for _ in range(3):
+            version = source.version()
+            result = source.run(self._sql(query, version, source.ds.backend))
+            # The SQL fits the version it was compiled for (its ranges may have left a clip
+            # out): a source replaced while the query ran is read again, as the new version.
+            if not isinstance(source, Source) or source.peek() is version:
+                break
+        else:
+            raise EngineError("source_unavailable", f"the source of dataset {query.dataset!r} "
+                              "kept changing while it was read")
         part = np.asarray(result["part"], dtype=np.int64)
         cubes = []
         for p, cube in enumerate(query.cubes):
