@@ -1,9 +1,10 @@
-"""What the compiler may leave out for a dataset version, and why the answers stay the same.
+"""What the compiler may leave out or share, and why the answers stay the same.
 
 A version's value ranges (``engine.observed_ranges``) let the compiler drop a clip with
 nothing to clip, a NaN test with no NaN, and replace a bin's CASE chain by a floor with a few
-fixes (``compile.floor_form``). Each test runs the SQL on DuckDB and compares it with the
-full form, at the doubles where the two could differ.
+fixes (``compile.floor_form``); cubes of one query share a scan (``compile.plan_scans``).
+Each test runs both forms on DuckDB and compares them, for the bins at the doubles where the
+two could differ.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import test_engine
+from conftest import policy_copy
 from test_engine import section, write_policy
 
-from pdebug_jupyter.engine import observed_ranges
-from pdebug_jupyter.engine.compile import cell_index, floor_form, query_expression
-from pdebug_jupyter.policy import equal_width_edges
+from pdebug_jupyter.engine import Engine, observed_ranges
+from pdebug_jupyter.engine import compile as compile_module
+from pdebug_jupyter.engine.compile import cell_index, floor_form, plan_scans, query_expression
+from pdebug_jupyter.policy import equal_width_edges, load_policy
 from pdebug_jupyter.query import Dimension, Measure, build_query
 from pdebug_jupyter.synth.loans import loans_frame
 
@@ -226,3 +229,30 @@ def test_a_source_replaced_while_a_query_runs_is_read_again_as_the_new_version(
     scores = np.clip(replaced["score"].to_numpy(), 0.0, 1.0)
     names = [m.name for m in query.cubes[0].measures]
     assert cube[..., names.index("score_sum")].sum() == np.rint(scores * 10_000).sum()
+
+
+@pytest.mark.parametrize("body", [
+    {"kind": "drift", "columns": ["age", "income", "region", "sex"],
+     "reference": {"window": "reference"}, "current": {"window": "current"}},
+    {"kind": "marginals"},
+], ids=lambda b: b["kind"])
+def test_cubes_sharing_one_scan_equal_one_scan_per_cube(
+        demo: Any, loans: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        body: dict[str, Any]) -> None:
+    query = build_query(demo.ds, {**body, "epsilon": 1.0})
+    scans = plan_scans(query)
+    assert len(scans) < len(query.cubes)
+    shared, _ = demo.engine.aggregate(query)
+    monkeypatch.setattr(compile_module, "SCAN_CELLS", 1)  # every cube a scan of its own
+    assert len(plan_scans(query)) == len(query.cubes)
+    engine = Engine(load_policy(policy_copy(loans, tmp_path)))
+    try:
+        alone, _ = engine.aggregate(query)
+    finally:
+        engine.close()
+    assert len(shared) == len(alone) == len(query.cubes)
+    for a, b in zip(shared, alone, strict=True):
+        np.testing.assert_array_equal(a, b)
+    if body["kind"] == "drift":  # every row of either window is counted once per column
+        windows = demo.frame["window"].isin(["reference", "current"]).sum()
+        assert all(c.sum() == windows for c in shared)

@@ -25,7 +25,7 @@ from ibis.backends.sql.datatypes import DuckDBType
 
 from ..policy import DatasetPolicy, Policy
 from ..query import Query
-from .compile import Ranges, query_expression, typed_category
+from .compile import Ranges, plan_scans, query_expression, typed_category
 
 
 class EngineError(RuntimeError):
@@ -325,21 +325,24 @@ class Engine:
             raise EngineError("source_unavailable", f"the source of dataset {query.dataset!r} "
                               "kept changing while it was read")
         part = np.asarray(result["part"], dtype=np.int64)
-        cubes = []
-        for p, cube in enumerate(query.cubes):
+        cubes: list[np.ndarray] = [np.empty(0)] * len(query.cubes)
+        for p, scan in enumerate(plan_scans(query)):
             rows = part == p
-            values = np.zeros(cube.shape + (len(cube.measures),), dtype=np.int64)
-            # index -1 (other) wraps to the last cell, where the labels put "other"
-            index = tuple(np.asarray(result[f"d{i}"], dtype=np.int64)[rows]
-                          for i in range(len(cube.shape)))
-            for j, m in enumerate(cube.measures):
-                # a sum over only NULLs is NULL: it adds nothing
-                column = np.ma.filled(result[m.name], 0).astype(np.int64)[rows]
-                if index:
-                    values[index + (j,)] = column
-                else:  # a cube without dimensions is one cell
-                    values[j] = column.sum()
-            cubes.append(values)
+            keys = [np.asarray(result[f"d{i}"], dtype=np.int64)[rows]
+                    for i in range(len(scan.dims))]
+            for c in scan.cubes:
+                cube = query.cubes[c]
+                values = np.zeros(cube.shape + (len(cube.measures),), dtype=np.int64)
+                # index -1 (other) wraps to the last cell, where the labels put "other"
+                index = tuple(keys[scan.dims.index(d)] for d in cube.dims)
+                for j, m in enumerate(cube.measures):
+                    # a sum over only NULLs is NULL: it adds nothing
+                    column = np.ma.filled(result[m.name], 0).astype(np.int64)[rows]
+                    if index:  # the scan's cells that fall in one of the cube's add up
+                        np.add.at(values, (*index, j), column)
+                    else:  # a cube without dimensions is one cell
+                        values[j] = column.sum()
+                cubes[c] = values
         return cubes, version
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ import ibis
 import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 
-from ..query import Cube, Dimension, Measure, Query, Where
+from ..query import Dimension, Measure, Query, Where
 
 #: What the engine has seen of a dataset version: per numeric column, the smallest and largest
 #: value, recorded only when every non-NULL value is a finite number (no NaN, no infinity).
@@ -132,7 +132,7 @@ def cell_index(t: ir.Table, dim: Dimension, seen: tuple[float, float] | None = N
     the CASE chain: below the bounds counts as the lowest edge, above as the highest. When
     the version's values are all finite (``seen``, their range), the NaN test is left out,
     and a floor of one product stands for the chain where :func:`floor_form` proves it the
-    same; NULLs then give a NULL cell, which :func:`cube_expression` makes -1.
+    same; NULLs then give a NULL cell, which :func:`scan_expression` makes -1.
     """
     x = t[dim.column]
     dtype = x.type()
@@ -283,12 +283,49 @@ def measure(t: ir.Table, m: Measure, backend: str = "duckdb",
     return value.sum().cast("int64")
 
 
-def cube_expression(t: ir.Table, cube: Cube, index: int, width: int, names: list[str],
+#: A scan groups by every dimension of the cubes it answers, which together may have at most
+#: this many cells: drift's four columns (2,310 cells) took one scan at 0.84x the time of
+#: four grouped counts, where UNION ALL of one scan per cube took 1.25x.
+SCAN_CELLS = 1 << 16
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One grouped aggregate over the rows, answering the query's cubes ``cubes``: each is
+    the scan's sum over the dimensions it lacks (counts and fixed-point sums add up)."""
+
+    dims: tuple[Dimension, ...]
+    measures: tuple[Measure, ...]
+    cubes: tuple[int, ...]
+
+
+def plan_scans(query: Query) -> tuple[Scan, ...]:
+    """Cubes share a scan when they count the same rows (the same sample dimensions, which
+    filter rows out), their measures of one name are one measure, and their dimensions have
+    at most :data:`SCAN_CELLS` cells together; the others get scans of their own."""
+    scans: list[Scan] = []
+    for i, cube in enumerate(query.cubes):
+        samples = [d for d in cube.dims if d.samples]
+        for k, scan in enumerate(scans):
+            dims = scan.dims + tuple(d for d in cube.dims if d not in scan.dims)
+            named = {m.name: m for m in scan.measures}
+            if ([d for d in scan.dims if d.samples] == samples
+                    and all(named.get(m.name, m) == m for m in cube.measures)
+                    and math.prod(len(d.labels) for d in dims) <= SCAN_CELLS):
+                more = tuple(m for m in cube.measures if m.name not in named)
+                scans[k] = Scan(dims, scan.measures + more, (*scan.cubes, i))
+                break
+        else:
+            scans.append(Scan(cube.dims, cube.measures, (i,)))
+    return tuple(scans)
+
+
+def scan_expression(t: ir.Table, scan: Scan, index: int, width: int, names: list[str],
                     backend: str = "duckdb", ranges: Ranges | None = None) -> ir.Table:
-    """One cube as columns ``part, d0..d{width-1}``, then ``names`` (0 where not measured);
+    """One scan as columns ``part, d0..d{width-1}``, then ``names`` (0 where not measured);
     a NULL cell index (a floor form's, for a NULL value) is -1."""
     ranges = ranges or {}
-    for d in cube.dims:
+    for d in scan.dims:
         if d.samples:  # rows in none of the samples are not counted
             anywhere = matches(t, d.samples[0][1])
             for _, where in d.samples[1:]:
@@ -297,20 +334,21 @@ def cube_expression(t: ir.Table, cube: Cube, index: int, width: int, names: list
     keys = {f"d{i}": (cell_index(t, d, ranges.get(d.column)) if d.edges or d.categories else
                       ibis.cases(*[(matches(t, w), j) for j, (_, w) in enumerate(d.samples)],
                                  else_=-1))
-            for i, d in enumerate(cube.dims)}
-    mine = {m.name: measure(t, m, backend, ranges) for m in cube.measures}
+            for i, d in enumerate(scan.dims)}
+    mine = {m.name: measure(t, m, backend, ranges) for m in scan.measures}
     grouped = t.group_by(**keys).aggregate(**mine) if keys else t.aggregate(**mine)
     zero = ibis.literal(0, "int64")
     return grouped.select(
         part=ibis.literal(index, "int64"),
-        **{f"d{i}": grouped[f"d{i}"].fill_null(-1).cast("int64") if i < len(cube.dims) else zero
+        **{f"d{i}": grouped[f"d{i}"].fill_null(-1).cast("int64") if i < len(scan.dims) else zero
            for i in range(width)},
         **{n: grouped[n] if n in mine else zero for n in names})
 
 
 def query_expression(t: ir.Table, query: Query, backend: str = "duckdb",
                      ranges: Ranges | None = None) -> ir.Table:
-    """The one Ibis expression answering ``query``: every cube, stacked with UNION ALL.
+    """The one Ibis expression answering ``query``: every scan of :func:`plan_scans`, in
+    order (column ``part``), stacked with UNION ALL.
 
     ``backend`` names the engine that will run it (see :data:`CAST_ROUNDS_HALF_EVEN` and
     :data:`BROUND_HALF_EVEN`): a dataset's policy ``backend``, ``duckdb`` or ``spark``;
@@ -318,8 +356,9 @@ def query_expression(t: ir.Table, query: Query, backend: str = "duckdb",
     """
     if query.where:
         t = t.filter(matches(t, query.where))
-    width = max(len(c.dims) for c in query.cubes)
-    names = list(dict.fromkeys(m.name for c in query.cubes for m in c.measures))
-    parts = [cube_expression(t, c, i, width, names, backend, ranges)
-             for i, c in enumerate(query.cubes)]
+    scans = plan_scans(query)
+    width = max(len(s.dims) for s in scans)
+    names = list(dict.fromkeys(m.name for s in scans for m in s.measures))
+    parts = [scan_expression(t, s, i, width, names, backend, ranges)
+             for i, s in enumerate(scans)]
     return parts[0] if len(parts) == 1 else ibis.union(*parts, distinct=False)
