@@ -358,7 +358,8 @@ EXPLAIN: dict[str, list[tuple[str, str | None]]] = {  # None: the service's engi
         ("hand-written: floor bins, double sums", RAW_SQL["calibration"]),
         ("+ CASE-chain bins with ISNAN, CASE for the groups",
          calibration_sql(rounded=False, power=False, chain=True, grid=False)),
-        ("+ clip and per-row integer grid CAST(x * 10000 AS BIGINT), x * x (as compiled)",
+        ("+ clip and per-row integer grid CAST(x * 10000 AS BIGINT), x * x (compiled before "
+         "the value ranges)",
          calibration_sql(rounded=False, power=False, chain=True)),
         ("the service's compiled SQL (engine.aggregate)", None),
         ("before: + ROUND(..., 0) inside the CAST, POWER(x, 2), CASE for positives",
@@ -367,14 +368,14 @@ EXPLAIN: dict[str, list[tuple[str, str | None]]] = {  # None: the service's engi
     "performance_estimate": [
         ("hand-written: floor bins, double sum", RAW_SQL["performance_estimate"]),
         ("+ CASE-chain bins with ISNAN", performance_sql(rounded=False, chain=True, grid=False)),
-        ("+ clip and per-row integer grid (as compiled)",
+        ("+ clip and per-row integer grid (compiled before the value ranges)",
          performance_sql(rounded=False, chain=True)),
         ("the service's compiled SQL (engine.aggregate)", None),
         ("before: + ROUND(..., 0) inside the CAST", performance_sql(rounded=True, chain=True)),
     ],
     "drift": [
         ("hand-written: one grouped count per column (4 scans)", RAW_SQL["drift"]),
-        ("the service's compiled SQL (engine.aggregate; 4 scans)", None),
+        ("the service's compiled SQL (engine.aggregate; one shared scan)", None),
         ("one scan: GROUPING SETS over (window, column)",
          f"SELECT \"window\", {AGE} AS a, {INCOME} AS i, region, sex, count(*) AS n "
          f"FROM {{src}} WHERE {IN_WINDOWS} GROUP BY GROUPING SETS ((\"window\", a), "
