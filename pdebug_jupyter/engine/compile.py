@@ -154,7 +154,8 @@ def cell_index(t: ir.Table, dim: Dimension, seen: tuple[float, float] | None = N
         if form.highest > last:
             index = ibis.least(index, last)
         # a window of one double, where the chain is one off the floor, is an equality test;
-        # those one below (or above) share one IN list: 0.3-0.4x less time than ranges
+        # those one below (or above) share one IN list (performance_estimate's SQL at 1M:
+        # 19.2 ms against 20.7 with a range test per window)
         fixes: list[tuple[ir.BooleanValue, ir.IntegerValue | int]] = []
         alone: dict[int, list[float]] = {-1: [], 1: []}
         for value, low, high in form.fixes:
