@@ -4,7 +4,8 @@ with contribution bounding.
 Only aggregate tables are materialised in Python. Contribution bounding (rule 8) is proven
 or enforced once per dataset version, never per query: either the privacy unit is shown to
 appear at most ``max_rows_per_unit`` times, or a bounded copy is written once and read from
-then on.
+then on. A DuckDB version also records its numeric columns' value ranges once
+(:func:`observed_ranges`), which let the compiler leave out work that cannot change a cell.
 """
 
 from __future__ import annotations
