@@ -14,7 +14,7 @@ from conftest import ALICE, TOKENS, ServiceProcess, policy_copy
 
 import pdebug_jupyter as pdj
 from pdebug_jupyter.client.local import LocalService
-from pdebug_jupyter.client.transport import Transport
+from pdebug_jupyter.client.transport import PdebugError, Transport
 
 
 def test_local_session_releases_histograms_and_stops_its_service(loans: Any,
@@ -139,3 +139,16 @@ def test_the_client_reads_proxy_settings_from_the_environment_once(
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_number_json_cannot_carry_is_refused_before_anything_is_sent(value: float) -> None:
+    # nothing listens on port 9: a request that left would be "unreachable"
+    transport = Transport("http://127.0.0.1:9/api/v1", "tok", None, timeout=5)
+    with pytest.raises(PdebugError) as info:
+        transport.request("POST", "/datasets/loans/query", {"kind": "histogram",
+                                                            "epsilon": value})
+    assert info.value.code == "invalid_parameter"
+    with pytest.raises(PdebugError) as info:
+        transport.request("POST", "/datasets/loans/query", {"kind": "histogram", "epsilon": 1})
+    assert info.value.code == "unreachable"
