@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -152,3 +153,23 @@ def test_a_number_json_cannot_carry_is_refused_before_anything_is_sent(value: fl
     with pytest.raises(PdebugError) as info:
         transport.request("POST", "/datasets/loans/query", {"kind": "histogram", "epsilon": 1})
     assert info.value.code == "unreachable"
+
+
+def test_threads_sharing_one_client_reuse_its_connections_without_warnings(
+        shared_service: ServiceProcess, caplog: pytest.LogCaptureFixture) -> None:
+    transport = Transport(shared_service.url, ALICE, None, timeout=30)
+    answers: list[Any] = []
+
+    def work() -> None:
+        answers.extend(transport.request("GET", "/budget")["user"] for _ in range(10))
+
+    with caplog.at_level(logging.WARNING, logger="urllib3"):
+        threads = [threading.Thread(target=work) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    transport.close()
+    assert answers == ["alice"] * 60
+    # a pool of one connection drops the others with "Connection pool is full" on stderr
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]

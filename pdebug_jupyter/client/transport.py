@@ -38,7 +38,10 @@ class Transport:
         self.headers = {"Authorization": f"token {token}"}
         env = requests.Session().merge_environment_settings(self.url, {}, None, None, None)
         verify = env["verify"]
-        tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
+        # as many kept connections as requests kept: threads sharing one client do not
+        # open and drop one per call (with a warning on stderr each time)
+        tls: dict[str, Any] = {"maxsize": 10,
+                               "cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
         if verify:
             ca = DEFAULT_CA_BUNDLE_PATH if verify is True else str(verify)
             tls["ca_cert_dir" if os.path.isdir(ca) else "ca_certs"] = ca
