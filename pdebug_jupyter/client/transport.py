@@ -30,24 +30,25 @@ class Transport:
 
     def __init__(self, url: str, token: str, purpose: str | None, timeout: float = 300.0) -> None:
         self.url = url.rstrip("/")
-        self.timeout = urllib3.Timeout(connect=timeout, read=timeout)
-        # no retries (a release must not be sent twice by the library); redirects followed,
-        # as requests did (a hub may add a trailing slash)
-        self.retries = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0,
-                                     redirect=10)
         self.headers = {"Authorization": f"token {token}"}
         env = requests.Session().merge_environment_settings(self.url, {}, None, None, None)
         verify = env["verify"]
-        # as many kept connections as requests kept: threads sharing one client do not
-        # open and drop one per call (with a warning on stderr each time)
-        tls: dict[str, Any] = {"maxsize": 10,
-                               "cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
+        pool: dict[str, Any] = {
+            "timeout": urllib3.Timeout(connect=timeout, read=timeout),
+            # no retries (a release must not be sent twice by the library); redirects
+            # followed, as requests did (a hub may add a trailing slash)
+            "retries": urllib3.Retry(total=None, connect=0, read=0, status=0, other=0,
+                                     redirect=10),
+            # as many kept connections as requests kept: threads sharing one client do not
+            # open and drop one per call (with a warning on stderr each time)
+            "maxsize": 10,
+            "cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
         if verify:
             ca = DEFAULT_CA_BUNDLE_PATH if verify is True else str(verify)
-            tls["ca_cert_dir" if os.path.isdir(ca) else "ca_certs"] = ca
+            pool["ca_cert_dir" if os.path.isdir(ca) else "ca_certs"] = ca
         proxy = select_proxy(self.url, env["proxies"])
-        self._http: urllib3.PoolManager = (urllib3.ProxyManager(proxy, **tls) if proxy
-                                           else urllib3.PoolManager(**tls))
+        self._http: urllib3.PoolManager = (urllib3.ProxyManager(proxy, **pool) if proxy
+                                           else urllib3.PoolManager(**pool))
         self.purpose = purpose
 
     @property
@@ -65,17 +66,16 @@ class Transport:
     def request(self, method: str, path: str, body: dict[str, Any] | None = None,
                 params: dict[str, Any] | None = None) -> Any:
         url = self.url + path + ("?" + urlencode(params) if params else "")
-        headers, data = self.headers, None
+        headers, payload = self.headers, None
         if body is not None:
             headers = {**headers, "Content-Type": "application/json"}
             try:
-                data = json.dumps(body, allow_nan=False).encode()
+                payload = json.dumps(body, allow_nan=False).encode()
             except ValueError:
                 raise PdebugError("invalid_parameter", "NaN and infinity are not numbers the "
                                   "service takes") from None
         try:
-            resp = self._http.request(method, url, body=data, headers=headers,
-                                      timeout=self.timeout, retries=self.retries)
+            resp = self._http.request(method, url, body=payload, headers=headers)
         except urllib3.exceptions.HTTPError:
             raise PdebugError("unreachable", f"the privacy service at {self.url} cannot be "
                               "reached") from None

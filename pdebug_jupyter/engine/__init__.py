@@ -229,9 +229,13 @@ class Source:
         cols = ", ".join(_quote(c) for c in visible) or "1 AS one"
         cache = self.cache_dir / "datasets" / ds.name
         forget_other_versions(cache, fingerprint)
+
+        def fetch(sql: str) -> Sequence[Any]:
+            return con.execute(sql).fetchall()[0]
+
         copy: Path | None = None
         if unit_bounded(ds, _quote(raw), _quote(ds.privacy_unit), cache / f"{fingerprint}.proof",
-                        lambda sql: con.execute(sql).fetchall()[0]):
+                        fetch):
             select = f"SELECT {cols} FROM {_quote(raw)}"
         else:
             # Keep at most max_rows_per_unit rows per unit, chosen at random, and drop rows
@@ -248,8 +252,7 @@ class Source:
                 tmp.rename(copy)
             select = f"SELECT * FROM read_parquet({_literal(str(copy))})"
         con.execute(f"CREATE OR REPLACE VIEW {_quote(view)} AS {select}")
-        ranges = observed_ranges(schema, _quote(view), cache / f"{fingerprint}.ranges",
-                                 lambda sql: con.execute(sql).fetchall()[0])
+        ranges = observed_ranges(schema, _quote(view), cache / f"{fingerprint}.ranges", fetch)
         return Version(fingerprint, modified, view, schema, copy, ranges)
 
     def run(self, sql: str) -> Mapping[str, Any]:
@@ -331,14 +334,16 @@ class Engine:
             rows = part == p
             keys = [np.asarray(result[f"d{i}"], dtype=np.int64)[rows]
                     for i in range(len(scan.dims))]
+            # a sum over only NULLs is NULL: it adds nothing
+            columns = {m.name: np.ma.filled(result[m.name], 0).astype(np.int64)[rows]
+                       for m in scan.measures}
             for c in scan.cubes:
                 cube = query.cubes[c]
                 values = np.zeros(cube.shape + (len(cube.measures),), dtype=np.int64)
                 # index -1 (other) wraps to the last cell, where the labels put "other"
                 index = tuple(keys[scan.dims.index(d)] for d in cube.dims)
                 for j, m in enumerate(cube.measures):
-                    # a sum over only NULLs is NULL: it adds nothing
-                    column = np.ma.filled(result[m.name], 0).astype(np.int64)[rows]
+                    column = columns[m.name]
                     if index:  # the scan's cells that fall in one of the cube's add up
                         np.add.at(values, (*index, j), column)
                     else:  # a cube without dimensions is one cell

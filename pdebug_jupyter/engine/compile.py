@@ -43,15 +43,13 @@ def typed_category(label: str, dtype: dt.DataType) -> Any:
 @dataclass(frozen=True)
 class FloorForm:
     """A bin index as arithmetic: ``floor((x - offset) * factor)`` (``/ factor`` when
-    ``divide``), clamped to ``0..n-1`` where ``lowest`` and ``highest`` (the floors at the
-    ends of the values seen) show a clamp is needed; in each of ``fixes``' windows
-    ``low <= x < high`` the index is ``value`` instead."""
+    ``divide``), clamped to ``0..n-1`` where the floors at the ends of the values seen show a
+    clamp is needed; in each of ``fixes``' windows ``low <= x < high`` the index is ``value``
+    instead."""
 
     offset: float
     factor: float
     divide: bool
-    lowest: int
-    highest: int
     fixes: tuple[tuple[int, float, float], ...]  # (value, low, high)
 
     def floor(self, v: float) -> int:
@@ -101,9 +99,8 @@ def floor_form(edges: tuple[float, ...], bounds: tuple[float, float],
     for divide, factor in ((False, n / width), (True, width / n)):
         if not (math.isfinite(factor) and factor > 0):
             continue
-        form = FloorForm(offset, factor, divide, 0, 0, ())
-        low, high = form.floor(x_lo), form.floor(x_hi)
-        if max(abs(low), abs(high)) >= 2**52:
+        form = FloorForm(offset, factor, divide, ())
+        if max(abs(form.floor(x_lo)), abs(form.floor(x_hi))) >= 2**52:
             continue
         fixes: list[tuple[int, float, float]] = []
         for i, e in enumerate(edges[1:-1], 1):
@@ -120,7 +117,7 @@ def floor_form(edges: tuple[float, ...], bounds: tuple[float, float],
         else:
             if best is not None and len(fixes) >= len(best.fixes):
                 continue
-            best = FloorForm(offset, factor, divide, low, high, tuple(fixes))
+            best = FloorForm(offset, factor, divide, tuple(fixes))
     return best if best is not None and len(best.fixes) <= max(2, n // 4) else None
 
 
@@ -143,15 +140,15 @@ def cell_index(t: ir.Table, dim: Dimension, seen: tuple[float, float] | None = N
     lo, hi = dim.bounds
     edges, last = dim.edges, len(dim.edges) - 2
     form = floor_form(edges, dim.bounds, seen) if seen is not None else None
-    if form is not None:
+    if form is not None and seen is not None:
         xf = x if dtype.is_floating() else x.cast("float64")  # exact: |x| < 2**52
         v = xf - form.offset if form.offset else xf
         index = (v / form.factor if form.divide else v * form.factor).floor()
         # a CASE keeps the index's range known to DuckDB, which then aggregates into a
         # perfect hash table; "index - (low <= x AND x < high)" cost 0.4x of a raw scan more
-        if form.lowest < 0:
+        if form.floor(seen[0]) < 0:
             index = ibis.greatest(index, 0)
-        if form.highest > last:
+        if form.floor(seen[1]) > last:
             index = ibis.least(index, last)
         # a window of one double, where the chain is one off the floor, is an equality test;
         # those one below (or above) share one IN list (performance_estimate's SQL at 1M:
