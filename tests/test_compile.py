@@ -10,6 +10,7 @@ two could differ.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import random
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import test_engine
-from conftest import policy_copy
+from conftest import ServiceProcess, policy_copy
 from test_engine import section, write_policy
 
 from pdebug_jupyter.engine import Engine, observed_ranges
@@ -256,3 +257,22 @@ def test_cubes_sharing_one_scan_equal_one_scan_per_cube(
     if body["kind"] == "drift":  # every row of either window is counted once per column
         windows = demo.frame["window"].isin(["reference", "current"]).sum()
         assert all(c.sum() == windows for c in shared)
+
+
+def test_the_ranges_stay_in_the_service(service: ServiceProcess) -> None:
+    """A minimum or maximum is a row's value (rule 1): the ranges a version records are used
+    by the compiler and kept next to the ledger, and no answer carries them."""
+    texts = [service.query({"kind": kind, "epsilon": 0.5, **extra}).text for kind, extra in (
+        ("calibration", {"by": "sex"}), ("histogram", {"column": "income"}),
+        ("performance_estimate", {"where": {"window": "current"}}))]
+    texts += [service.call("GET", path).text for path in ("/datasets/loans", "/releases")]
+    [kept] = (service.policy.parent / ".pdebug-cache" / "datasets" / "loans").glob("*.ranges")
+    ranges = json.loads(kept.read_text())
+    assert {"score", "income", "age"} <= ranges.keys()
+    # the values with a fraction (score and income ends): whole numbers such as age 18 are
+    # also policy bounds, and short digit strings turn up inside any count
+    fractions = [v for lo_hi in ranges.values() for v in lo_hi if v != int(v)]
+    assert len(fractions) >= 3
+    values = {repr(v) for v in fractions} | {f"{v:g}" for v in fractions}
+    leaked = [v for v in values if any(v in text for text in texts)]
+    assert not leaked, leaked
